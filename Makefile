@@ -1,0 +1,36 @@
+# The README's two commands: `make demo` and `make test`. Each sets up .venv on first use.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+comma := ,
+# the CUDA-only extra (unsloth, bitsandbytes) joins when a GPU answers
+GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+EXTRAS := dev$(if $(GPU),$(comma)gpu)
+
+.PHONY: setup demo test test-fast bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/doctune demo
+
+# everything, slow tests included (what CI runs)
+test: $(STAMP)
+	$(BIN)/pytest
+
+# the quick loop while developing
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow"
+
+bench: $(STAMP)
+	$(BIN)/python bench/bench_chunking.py
+
+clean:
+	rm -rf $(VENV) data/runtime

@@ -1,0 +1,136 @@
+"""Ingest run: plan in this process, chunk in parallel Ray tasks, write through the store actor.
+
+Chunk tables go from each task straight to the store actor as object references, so the driver
+never copies chunk text. Each batch lands in its own transaction as soon as it is chunked: a crash
+keeps every finished batch, and the rerun skips those files because their hashes are stored.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import ray
+
+from backend.chunk import FileItem, chunk_files, chunker_fingerprint
+from backend.config import ChunkConfig, IngestConfig
+from backend.ingest import batch_items, plan_ingest, skipped_table
+from actors.runtime import cluster_cpus
+from actors.store_actor import StoreClient
+
+
+@ray.remote(num_returns=3)
+def chunk_batch_task(project: str, items: list[FileItem], cfg: ChunkConfig):
+    """One batch on one CPU: (files table, chunks table, counts for progress)."""
+    files, chunks = chunk_files(project, items, cfg)
+    reasons = [r for r in files.column("skip_reason").to_pylist() if r]
+    return files, chunks, {"files": files.num_rows, "chunks": chunks.num_rows, "skipped": reasons,
+                           "bytes": sum(i.size for i in items), "node": ray.get_runtime_context().get_node_id()}
+
+
+def chunk_parallel(project: str, batches: list[list[FileItem]], cfg: ChunkConfig, max_in_flight: int,
+                   on_batch: Callable[[ray.ObjectRef, ray.ObjectRef, dict], None]) -> None:
+    """Run `chunk_batch_task` over `batches` with at most `max_in_flight` at once, calling `on_batch`
+    with (files ref, chunks ref, counts) as each finishes."""
+    pending: dict[ray.ObjectRef, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
+    queue = list(batches)
+    while queue or pending:
+        while queue and len(pending) < max_in_flight:
+            files_ref, chunks_ref, counts_ref = chunk_batch_task.remote(project, queue.pop(0), cfg)
+            pending[counts_ref] = (files_ref, chunks_ref)
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            files_ref, chunks_ref = pending.pop(ref)
+            on_batch(files_ref, chunks_ref, ray.get(ref))
+
+
+@dataclass
+class IngestReport:
+    run_id: str
+    project: str
+    root: str
+    git_commit: str | None
+    new: int
+    changed: int
+    unchanged: int
+    skipped: dict[str, int]
+    gone: int
+    ignored: int
+    chunks_written: int
+    bytes_chunked: int
+    seconds: float
+    nodes: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "nodes"} | {"nodes": len(self.nodes)}
+
+
+def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestConfig,
+                      on_progress: Callable[[int, int], None] | None = None,
+                      on_plan: Callable[[int], None] | None = None) -> IngestReport:
+    """Ingest `root` into `project`: new and changed files chunked, unchanged skipped, deleted marked gone.
+
+    Args:
+        on_plan: called once with the number of files to chunk.
+        on_progress: called with (files, bytes) as each batch is stored.
+
+    Raises:
+        IngestError: the path does not exist or is not a folder (nothing is written).
+        ConfigError: the config has problems (each listed with its fix).
+    """
+    cfg.validate()
+    started = time.monotonic()
+    fingerprint = chunker_fingerprint(cfg.chunk)
+    plan = plan_ingest(root, cfg, store.file_index(project), fingerprint)
+    run_id = f"ingest-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    store.upsert_project(project, str(plan.root), plan.git_commit)
+    store.create_run(run_id, "ingest", project, {"root": str(plan.root), **cfg.to_dict()})
+    if on_plan:
+        on_plan(len(plan.to_chunk))
+    writes: list[ray.ObjectRef] = []
+    nodes: set[str] = set()
+    totals = {"chunks": 0, "bytes": 0}
+    skipped = [s.reason for s in plan.skipped]
+    status, error = "failed", None
+    try:
+        if plan.skipped:
+            writes.append(store.submit("apply_ingest_batch", project,
+                                       skipped_table(project, plan.skipped, plan.git_commit, fingerprint), None))
+        workers = cluster_cpus()
+        total = sum(i.size for i in plan.to_chunk)
+        # enough batches to keep every worker busy to the end, none above the configured size
+        batch_bytes = max(32_000, min(cfg.batch_bytes, total // (4 * workers) + 1))
+
+        def stored(files_ref, chunks_ref, counts):
+            writes.append(store.submit("apply_ingest_batch", project, files_ref, chunks_ref))
+            totals["chunks"] += counts["chunks"]
+            totals["bytes"] += counts["bytes"]
+            nodes.add(counts["node"])
+            skipped.extend(counts["skipped"])
+            if on_progress:
+                on_progress(counts["files"], counts["bytes"])
+
+        chunk_parallel(project, batch_items(plan.to_chunk, batch_bytes), cfg.chunk, 2 * workers, stored)
+        ray.get(writes)
+        store.mark_gone(project, plan.gone)
+        status = "succeeded"
+    except BaseException as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        report = IngestReport(
+            run_id=run_id, project=project, root=str(plan.root), git_commit=plan.git_commit, new=plan.new,
+            changed=plan.changed, unchanged=len(plan.unchanged), skipped=dict(sorted(Counter(skipped).items())), gone=len(plan.gone),
+            ignored=plan.ignored, chunks_written=totals["chunks"], bytes_chunked=totals["bytes"],
+            seconds=round(time.monotonic() - started, 3), nodes=sorted(nodes))
+        try:
+            store.finish_run(run_id, status, report.as_dict(), error)
+        except Exception:  # the store itself is gone; the original error matters more
+            if status == "succeeded":
+                raise
+    return report
+

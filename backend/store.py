@@ -1,0 +1,358 @@
+"""The DuckDB store: versioned schema, migrations, and the verbs every stage reads and writes through.
+
+DuckDB lets one process hold a file read-write and refuses every other process, even read-only.
+So exactly one `Store` object owns `doctune.duckdb`; in a running system it lives inside the named
+Ray store actor (`actors/store_actor.py`) and everyone else calls that actor. A second owner fails
+at once with `StoreLockedError`, whose message names the holder (from the holder file written on open).
+
+Writes arrive as Arrow tables and land in one transaction per batch: a crash loses at most the
+batch in flight, never part of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+# Each migration is applied once, in order, in its own transaction; `schema_version` records it.
+# Never edit a released migration: append a new one.
+MIGRATIONS: list[tuple[int, str, str]] = [
+    (
+        1,
+        "projects, files and chunks",
+        """
+        CREATE TABLE projects (
+            name VARCHAR PRIMARY KEY,
+            root VARCHAR NOT NULL,
+            git_commit VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        -- one row per path ever seen; status: ok | skipped | gone
+        CREATE TABLE files (
+            project VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            kind VARCHAR,
+            language VARCHAR,
+            size_bytes BIGINT,
+            sha256 VARCHAR,
+            git_commit VARCHAR,
+            status VARCHAR NOT NULL,
+            skip_reason VARCHAR,
+            skip_detail VARCHAR,
+            n_chunks INTEGER,
+            n_tokens BIGINT,
+            chunker VARCHAR,  -- fingerprint of the chunk settings; a change re-chunks the file
+            updated_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE chunks (
+            chunk_id VARCHAR NOT NULL,
+            project VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            file_sha256 VARCHAR NOT NULL,
+            ord INTEGER NOT NULL,
+            kind VARCHAR NOT NULL,
+            language VARCHAR,
+            heading_path VARCHAR[] NOT NULL,
+            symbol VARCHAR,
+            start_line INTEGER NOT NULL,
+            end_line INTEGER NOT NULL,
+            token_count INTEGER NOT NULL,
+            token_counter VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+    (
+        2,
+        "runs and metrics",
+        """
+        -- every unit of work that outlives a command: ingest, synthesis, training, evaluation
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            project VARCHAR,
+            kind VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            config JSON,
+            summary JSON,
+            error VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL,
+            finished_at TIMESTAMPTZ
+        );
+        CREATE TABLE metrics (
+            run_id VARCHAR NOT NULL,
+            step BIGINT NOT NULL,
+            name VARCHAR NOT NULL,
+            value DOUBLE,
+            ts TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
+]
+SCHEMA_VERSION = MIGRATIONS[-1][0]
+
+FILE_COLUMNS = (
+    "project", "path", "kind", "language", "size_bytes", "sha256", "git_commit",
+    "status", "skip_reason", "skip_detail", "n_chunks", "n_tokens", "chunker",
+)
+CHUNK_COLUMNS = (
+    "chunk_id", "project", "path", "file_sha256", "ord", "kind", "language", "heading_path",
+    "symbol", "start_line", "end_line", "token_count", "token_counter", "text",
+)
+
+
+class StoreLockedError(RuntimeError):
+    """Another process owns the database file."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def holder_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".holder.json")
+
+
+def describe_holder(db_path: Path) -> str:
+    """Who holds `db_path`, from the holder file its owner wrote on open ('unknown' if none)."""
+    try:
+        h = json.loads(holder_path(db_path).read_text())
+    except (OSError, ValueError):
+        return "an unknown process (no holder file)"
+    where = f"pid {h.get('pid')} on {h.get('host')}"
+    if h.get("role"):
+        where += f", {h['role']}"
+    if h.get("ray_address"):
+        where += f", Ray cluster {h['ray_address']}"
+    return where + f", since {h.get('since')}"
+
+
+class Store:
+    """The one owner of a DuckDB file. Not thread-safe: its actor serializes calls."""
+
+    def __init__(self, db_path: str | os.PathLike, *, role: str = "", ray_address: str | None = None):
+        self.path = Path(db_path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            address = ray_address_of_holder(self.path)
+            hint = f" Or join its cluster: --ray-address {address}." if address else ""
+            raise StoreLockedError(
+                f"{self.path} is held by {describe_holder(self.path)}. DuckDB allows one owner per file: "
+                f"stop that process, or use another --home.{hint} (DuckDB said: {exc})"
+            ) from None
+        holder = {"pid": os.getpid(), "host": socket.gethostname(), "role": role,
+                  "ray_address": ray_address, "since": _now().isoformat(timespec="seconds")}
+        holder_path(self.path).write_text(json.dumps(holder))
+        self.migrate()
+
+    # ---- schema ----------------------------------------------------------------------------
+    def schema_version(self) -> int:
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER, name VARCHAR, applied_at TIMESTAMPTZ)"
+        )
+        row = self.con.execute("SELECT max(version) FROM schema_version").fetchone()
+        return row[0] or 0
+
+    def migrate(self, target: int = SCHEMA_VERSION) -> list[int]:
+        """Apply the migrations above the file's version, up to `target`; returns those applied."""
+        applied = []
+        current = self.schema_version()
+        for version, name, sql in MIGRATIONS:
+            if current < version <= target:
+                with self.transaction():
+                    self.con.execute(sql)
+                    self.con.execute("INSERT INTO schema_version VALUES (?, ?, ?)", [version, name, _now()])
+                applied.append(version)
+        return applied
+
+    def transaction(self):
+        return _Transaction(self.con)
+
+    def close(self) -> None:
+        try:
+            self.con.close()
+        finally:
+            holder_path(self.path).unlink(missing_ok=True)
+
+    # ---- projects and files ----------------------------------------------------------------
+    def upsert_project(self, name: str, root: str, git_commit: str | None) -> None:
+        now = _now()
+        with self.transaction():
+            updated = self.con.execute(
+                "UPDATE projects SET root = ?, git_commit = ?, updated_at = ? WHERE name = ? RETURNING name",
+                [root, git_commit, now, name],
+            ).fetchall()
+            if not updated:
+                self.con.execute("INSERT INTO projects VALUES (?, ?, ?, ?, ?)", [name, root, git_commit, now, now])
+
+    def projects(self) -> list[dict]:
+        return self._dicts(
+            """SELECT p.name, p.root, p.git_commit, p.updated_at,
+                      (SELECT count(*) FROM files f WHERE f.project = p.name AND f.status = 'ok') AS files,
+                      (SELECT count(*) FROM chunks c WHERE c.project = p.name) AS chunks
+               FROM projects p ORDER BY p.name"""
+        )
+
+    def file_index(self, project: str) -> dict[str, tuple[str | None, str | None, str]]:
+        """path -> (sha256, chunker, status) of every file the project has seen."""
+        rows = self.con.execute(
+            "SELECT path, sha256, chunker, status FROM files WHERE project = ?", [project]).fetchall()
+        return {path: (sha, chunker, status) for path, sha, chunker, status in rows}
+
+    def apply_ingest_batch(self, project: str, files: pa.Table, chunks: pa.Table | None) -> int:
+        """Replace the rows of the files in `files` (and all their chunks) with the new ones, atomically.
+
+        Returns the number of chunks written.
+        """
+        now = _now()
+        n_chunks = 0 if chunks is None else chunks.num_rows
+        with self.transaction():
+            self.con.register("incoming_files", files)
+            self.con.execute(
+                "DELETE FROM chunks WHERE project = ? AND path IN (SELECT path FROM incoming_files)", [project]
+            )
+            self.con.execute(
+                "DELETE FROM files WHERE project = ? AND path IN (SELECT path FROM incoming_files)", [project]
+            )
+            cols = ", ".join(FILE_COLUMNS)
+            self.con.execute(f"INSERT INTO files ({cols}, updated_at) SELECT {cols}, ? FROM incoming_files", [now])
+            self.con.unregister("incoming_files")
+            if n_chunks:
+                self.con.register("incoming_chunks", chunks)
+                cols = ", ".join(CHUNK_COLUMNS)
+                self.con.execute(
+                    f"INSERT INTO chunks ({cols}, created_at) SELECT {cols}, ? FROM incoming_chunks", [now]
+                )
+                self.con.unregister("incoming_chunks")
+        return n_chunks
+
+    def mark_gone(self, project: str, paths: list[str]) -> int:
+        """Files deleted from the repository: status `gone`, and their chunks removed."""
+        if not paths:
+            return 0
+        with self.transaction():
+            self.con.execute("DELETE FROM chunks WHERE project = ? AND list_contains(?, path)", [project, paths])
+            self.con.execute(
+                "UPDATE files SET status = 'gone', n_chunks = 0, n_tokens = 0, updated_at = ? "
+                "WHERE project = ? AND list_contains(?, path)",
+                [_now(), project, paths],
+            )
+        return len(paths)
+
+    # ---- runs ------------------------------------------------------------------------------
+    def create_run(self, run_id: str, kind: str, project: str | None, config: dict) -> None:
+        self.con.execute(
+            "INSERT INTO runs (run_id, project, kind, status, config, created_at) VALUES (?, ?, ?, 'running', ?, ?)",
+            [run_id, project, kind, json.dumps(config), _now()],
+        )
+
+    def finish_run(self, run_id: str, status: str, summary: dict, error: str | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, summary = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            [status, json.dumps(summary), error, _now(), run_id],
+        )
+
+    def runs(self, project: str | None = None, limit: int = 100) -> list[dict]:
+        rows = self._dicts(
+            "SELECT run_id, project, kind, status, summary, error, created_at, finished_at FROM runs "
+            "WHERE ? IS NULL OR project = ? ORDER BY created_at DESC LIMIT ?",
+            [project, project, limit],
+        )
+        for row in rows:
+            row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
+        return rows
+
+    # ---- reads -----------------------------------------------------------------------------
+    def stats(self, project: str) -> dict[str, Any]:
+        """Files by kind, skipped files by reason, chunk and token totals and their distribution."""
+        q = self.con.execute
+        if not q("SELECT count(*) FROM projects WHERE name = ?", [project]).fetchone()[0]:
+            raise KeyError(project)
+        by_kind = dict(q(
+            "SELECT kind, count(*) FROM files WHERE project = ? AND status = 'ok' GROUP BY kind ORDER BY kind",
+            [project]).fetchall())
+        skipped = dict(q(
+            "SELECT skip_reason, count(*) FROM files WHERE project = ? AND status = 'skipped' "
+            "GROUP BY skip_reason ORDER BY skip_reason", [project]).fetchall())
+        gone = q("SELECT count(*) FROM files WHERE project = ? AND status = 'gone'", [project]).fetchone()[0]
+        n, total, mn, mean, p50, p90, p99, mx = q(
+            """SELECT count(*), coalesce(sum(token_count), 0), min(token_count), avg(token_count),
+                      quantile_cont(token_count, 0.5), quantile_cont(token_count, 0.9),
+                      quantile_cont(token_count, 0.99), max(token_count)
+               FROM chunks WHERE project = ?""", [project]).fetchone()
+        edges = [0, 32, 64, 128, 256, 512, 1024, 2048]
+        hist = dict(q(
+            f"""SELECT bucket, count(*) FROM (
+                   SELECT CASE {' '.join(f"WHEN token_count < {hi} THEN '{lo}-{hi - 1}'" for lo, hi in zip(edges, edges[1:]))}
+                          ELSE '{edges[-1]}+' END AS bucket FROM chunks WHERE project = ?)
+               GROUP BY bucket""", [project]).fetchall())
+        chunks_by_kind = dict(q(
+            "SELECT kind, count(*) FROM chunks WHERE project = ? GROUP BY kind ORDER BY kind", [project]).fetchall())
+        counters = [r[0] for r in q(
+            "SELECT DISTINCT token_counter FROM chunks WHERE project = ? ORDER BY 1", [project]).fetchall()]
+        return {
+            "project": project,
+            "files": sum(by_kind.values()),
+            "files_by_kind": by_kind,
+            "skipped": skipped,
+            "gone": gone,
+            "chunks": n,
+            "chunks_by_kind": chunks_by_kind,
+            "tokens": int(total),
+            "token_counter": counters,
+            "tokens_per_chunk": {
+                "min": mn, "mean": round(mean, 1) if mean is not None else None,
+                "p50": p50, "p90": p90, "p99": p99, "max": mx,
+                "histogram": {b: hist.get(b, 0) for b in
+                              [f"{lo}-{hi - 1}" for lo, hi in zip(edges, edges[1:])] + [f"{edges[-1]}+"]},
+            },
+        }
+
+    def files(self, project: str, status: str | None = None) -> pa.Table:
+        return self.con.sql(
+            "SELECT * FROM files WHERE project = $1 AND ($2 IS NULL OR status = $2) ORDER BY path",
+            params=[project, status],
+        ).to_arrow_table()
+
+    def chunks(self, project: str, limit: int | None = None) -> pa.Table:
+        return self.con.sql(
+            "SELECT * FROM chunks WHERE project = $1 ORDER BY path, ord LIMIT $2", params=[project, limit or 2**62]
+        ).to_arrow_table()
+
+    def _dicts(self, sql: str, params: list | None = None) -> list[dict]:
+        cur = self.con.execute(sql, params or [])
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def ray_address_of_holder(db_path: Path) -> str | None:
+    try:
+        return json.loads(holder_path(db_path).read_text()).get("ray_address")
+    except (OSError, ValueError):
+        return None
+
+
+class _Transaction:
+    def __init__(self, con: duckdb.DuckDBPyConnection):
+        self.con = con
+
+    def __enter__(self):
+        self.con.execute("BEGIN TRANSACTION")
+        return self.con
+
+    def __exit__(self, exc_type, exc, tb):
+        self.con.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
+

@@ -1,0 +1,81 @@
+"""Shared fixtures: one local Ray per test session, a fresh DocTune home per test, tiny repositories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except ImportError:
+        has_cuda = False
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray on 127.0.0.1 with 2 CPUs, shared by every test that needs it."""
+    import ray
+
+    from actors.runtime import init_ray
+
+    init_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def home(tmp_path) -> Path:
+    h = tmp_path / "home"
+    h.mkdir()
+    return h
+
+
+@pytest.fixture
+def client(ray_session, home):
+    """A DocTune client on a fresh home; its store actor is closed afterwards."""
+    from actors.client import DocTune
+
+    c = DocTune(home)
+    yield c
+    c.store.shutdown()
+
+
+def run_cli(*args: str, home: Path | None = None, timeout: float = 180, env: dict | None = None):
+    """Run the real `doctune` console script; returns the CompletedProcess."""
+    full_env = dict(os.environ, **(env or {}))
+    full_env.pop("RAY_ADDRESS", None)
+    cmd = [str(Path(sys.executable).parent / "doctune")]
+    if home is not None:
+        cmd += ["--home", str(home)]
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=timeout, env=full_env)
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return root
+
+
+# test modules import helpers from each other (e.g. the hostile corpus); make their folders importable
+sys.path.insert(0, str(Path(__file__).parent / "backend"))

@@ -1,0 +1,60 @@
+"""The real `doctune` console script, end to end, as a user runs it."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, run_cli, write_tree
+
+
+def test_help_imports_nothing_heavy():
+    code = "import sys; import actors.cli as c; c._parser(); print(sorted(m for m in ('ray','duckdb','pyarrow','langchain_text_splitters') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+    helped = run_cli("--help")
+    assert helped.returncode == 0 and "ingest" in helped.stdout and "--home" in helped.stdout
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    out = run_cli("ingest", str(tmp_path / "nope"), "--project", "x", home=tmp_path / "h")
+    assert out.returncode == 2
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_bad_config_lists_every_problem(tmp_path):
+    out = run_cli("ingest", str(tmp_path), "--project", "x", "--max-tokens", "8", "--overlap-tokens", "99",
+                  "--max-file-bytes", "0", home=tmp_path / "h")
+    assert out.returncode == 2
+    assert out.stderr.count("  - ") == 4 and "max_file_bytes" in out.stderr
+
+
+@pytest.mark.slow
+def test_ingest_stats_runs_json_and_unknown_project(tmp_path):
+    home = tmp_path / "h"
+    root = write_tree(tmp_path / "r", {"a.md": "# A\n\nSome text about berths and slots.", "b.bin.md": b"\0\0\0",
+                                       "pkg/m.py": "def f():\n    '''Doc.'''\n    return 1\n"})
+    out = run_cli("ingest", str(root), "--project", "demo", "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["new"] == 2 and report["skipped"] == {"binary": 1}
+    stats = json.loads(run_cli("stats", "--project", "demo", "--json", home=home).stdout)
+    assert isinstance(stats["files"], int) and stats["files"] == 2
+    assert stats["skipped"] == {"binary": 1}
+    assert isinstance(stats["chunks"], int) and stats["chunks"] >= 2
+    assert isinstance(stats["tokens"], int) and stats["tokens"] > 0
+    runs = json.loads(run_cli("runs", "--json", home=home).stdout)
+    assert runs[0]["kind"] == "ingest" and runs[0]["status"] == "succeeded" and runs[0]["id"]
+    human = run_cli("stats", "--project", "demo", home=home)
+    assert "tokens per chunk" in human.stdout
+    unknown = run_cli("stats", "--project", "zzz", home=home)
+    assert unknown.returncode == 2 and "no project 'zzz'" in unknown.stderr and "demo" in unknown.stderr
+
+
+@pytest.mark.slow
+def test_home_from_environment(tmp_path):
+    root = write_tree(tmp_path / "r", {"a.md": "# A\n\nText text text text."})
+    out = run_cli("ingest", str(root), "--project", "e", env={"DOCTUNE_HOME": str(tmp_path / "envhome")})
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "envhome" / "doctune.duckdb").exists()
