@@ -47,6 +47,49 @@ def _parser() -> argparse.ArgumentParser:
     ru.add_argument("--limit", type=int, default=50)
     ru.add_argument("--json", action="store_true")
 
+    sy = sub.add_parser("synth", help="generate instruction samples from a project's chunks")
+    sy.add_argument("--project", required=True)
+    sy.add_argument("--config", default=None, help="YAML file of SynthConfig settings (see README)")
+    sy.add_argument("--generator", choices=["heuristic", "openai"], default=None)
+    sy.add_argument("--base-url", default=None, help="OpenAI-compatible endpoint (default DeepSeek)")
+    sy.add_argument("--model", default=None, help="model name (default deepseek-chat, i.e. DeepSeek V3)")
+    sy.add_argument("--concurrency", type=int, default=None, help="requests in flight at most")
+    sy.add_argument("--rpm", type=int, default=None, help="requests per minute allowed")
+    sy.add_argument("--tpm", type=int, default=None, help="tokens per minute allowed")
+    sy.add_argument("--language", choices=["en", "zh"], default=None)
+    sy.add_argument("--max-chunks", type=int, default=None, help="use only the first N chunks (a trial run)")
+    sy.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate; send nothing")
+    sy.add_argument("--max-cost", type=float, default=None, metavar="USD", help="stop cleanly before passing this")
+    sy.add_argument("--retry-failed", action="store_true", help="retry only the dead letters of the last run")
+    sy.add_argument("--new", action="store_true", help="start a new run even if an unfinished one could resume")
+    sy.add_argument("--json", action="store_true")
+
+    cu = sub.add_parser("curate", help="curate a synthesis run's samples into a new dataset version")
+    cu.add_argument("--project", required=True)
+    cu.add_argument("--run", action="append", default=[], help="synthesis run(s) (default: the latest)")
+    cu.add_argument("--judge", action="store_true", help="score samples with the LLM judge (--config endpoint)")
+    cu.add_argument("--judge-threshold", type=float, default=None, help="drop samples the judge scored below")
+    cu.add_argument("--near-dup-threshold", type=float, default=None, help="Jaccard above which samples are dups")
+    cu.add_argument("--exec-check", action="store_true", help="run code samples against the repository")
+    cu.add_argument("--config", default=None, help="YAML with `curate:` and `synth:` sections")
+    cu.add_argument("--json", action="store_true")
+
+    ds = sub.add_parser("datasets", help="dataset versions with sample counts per split")
+    ds.add_argument("--project", required=True)
+    ds.add_argument("--json", action="store_true")
+
+    ex = sub.add_parser("export", help="write a dataset version as Alpaca, ShareGPT, OpenAI messages or Parquet")
+    ex.add_argument("--project", required=True)
+    ex.add_argument("--dataset", default=None, help="version (default: the latest)")
+    ex.add_argument("--format", required=True, choices=["alpaca", "sharegpt", "openai", "parquet"])
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--system-prompt", default=None)
+    ex.add_argument("--json", action="store_true")
+
+    dl = sub.add_parser("dead-letters", help="units that kept failing, with their reasons")
+    dl.add_argument("--project", required=True)
+    dl.add_argument("--json", action="store_true")
+
     de = sub.add_parser("demo", help="run the pipeline on the bundled sample repository")
     de.add_argument("--project", default="sample")
     de.add_argument("--json", action="store_true")
@@ -189,6 +232,154 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def _synth_config(args):
+    from backend.synth_config import SynthConfig
+
+    cfg = SynthConfig.from_file(args.config) if args.config else SynthConfig()
+    for flag, name in (("generator", "generator"), ("base_url", "base_url"), ("model", "model"),
+                       ("concurrency", "concurrency"), ("rpm", "rpm"), ("tpm", "tpm"), ("language", "language"),
+                       ("max_chunks", "max_chunks"), ("max_cost", "max_cost_usd")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            setattr(cfg, name, value)
+    if args.config is None and getattr(args, "base_url", None) and getattr(args, "generator", None) is None:
+        cfg.generator = "openai"  # an endpoint given on the command line means: use it
+    return cfg
+
+
+def cmd_synth(args) -> int:
+    from backend.config import ConfigError
+
+    try:
+        cfg = _synth_config(args).validate()
+    except ConfigError as exc:
+        raise _UserError(str(exc)) from None
+    client = _connect(args)
+    bar = None
+
+    def on_progress(p):
+        nonlocal bar
+        if args.json:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=max(0, p["units"] - p["skipped"]), unit="req", desc="synthesizing", file=sys.stderr)
+        bar.n = p["done"] + p["failed"]
+        bar.set_postfix(done=p["done"], failed=p["failed"], rpm=p["rpm"], r429=p["http_429"],
+                        tokens=p["tokens_in"] + p["tokens_out"], cost=f"${p['cost_usd']:.4f}", refresh=False)
+        bar.refresh()
+
+    try:
+        summary = client.synth(args.project, cfg, retry_failed=args.retry_failed, new_run=args.new,
+                               dry_run=args.dry_run, on_progress=on_progress)
+    except KeyError:
+        raise _UserError(f"no project '{args.project}'; create it with `doctune ingest PATH --project "
+                         f"{args.project}`") from None
+    except (ValueError, ConfigError) as exc:
+        raise _UserError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(args, summary, _print_synth)
+    return 0 if summary.get("dry_run") or summary["status"] in {"succeeded", "budget_stopped"} else 1
+
+
+def _print_synth(s: dict) -> None:
+    e = s["estimate"]
+    cost = f"${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "unknown (no price for this model)"
+    if s.get("dry_run"):
+        print(f"plan for project '{s['project']}': {s['units']} requests in all, {s['done_before']} already done, "
+              f"{s['cached']} answered from the cache" + (f" (resuming {s['run_id']})" if s["resuming"] else ""))
+        print(f"  to send: {e['requests']} requests to {e['model']}, ~{e['tokens_in']} tokens in, "
+              f"~{e['tokens_out']} out, estimated cost {cost}")
+        return
+    print(f"run {s['run_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
+    print(f"  units: {s['done']} done, {s['cached']} from cache, {s['failed']} dead letters, "
+          f"{s['done_before']} done before; samples: {s['samples']}")
+    print(f"  requests: {s['requests']} ({s['http_429']} answered 429); tokens {s['tokens_in']} in, "
+          f"{s['tokens_out']} out; cost ${s['cost_usd']:.4f}")
+    if s.get("dataset"):
+        print(f"  curated into dataset version {s['dataset']}")
+    if s["dead_letters"]:
+        print(f"  {s['dead_letters']} dead letters: `doctune dead-letters --project {s['project']}`, "
+              f"then `doctune synth --project {s['project']} --retry-failed`")
+
+
+def cmd_curate(args) -> int:
+    import yaml
+
+    from backend.config import ConfigError
+    from backend.curate import CurateConfig
+    from backend.synth_config import SynthConfig
+    from actors.curate_run import curate_runs
+
+    data = yaml.safe_load(open(args.config)) if args.config else {}
+    try:
+        cfg = CurateConfig(**(data.get("curate") or {}))
+        if args.judge_threshold is not None:
+            cfg.judge_threshold = args.judge_threshold
+        if args.near_dup_threshold is not None:
+            cfg.near_dup_threshold = args.near_dup_threshold
+        cfg.exec_check = cfg.exec_check or args.exec_check
+        cfg.validate()
+        judge = SynthConfig(**(data.get("synth") or {}), generator="openai").validate() if args.judge else None
+    except (ConfigError, TypeError) as exc:
+        raise _UserError(str(exc)) from None
+    client = _connect(args)
+    runs = args.run or [r["run_id"] for r in client.runs(args.project) if r["kind"] == "synth"
+                        and r["status"] in {"succeeded", "budget_stopped"}][:1]
+    if not runs:
+        raise _UserError(f"no finished synthesis run in project '{args.project}'; run `doctune synth` first")
+    version = curate_runs(client, args.project, runs, cfg, judge_with=judge)
+    if version is None:
+        raise _UserError(f"no sample of {', '.join(runs)} survived curation; loosen the thresholds")
+    info = next(d for d in client.datasets(args.project) if d["version"] == version)
+    _emit(args, info, lambda d: print(f"dataset {d['version']}: {d['samples']} samples "
+                                      f"({', '.join(f'{k} {v}' for k, v in sorted(d['splits'].items()))}); "
+                                      f"dropped {d['stats'].get('dropped', 0)}"))
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    rows = _connect(args).datasets(args.project)
+    out = [{"version": r["version"], "samples": r["samples"], "splits": r["splits"], "source_runs": r["source_runs"],
+            "created_at": r["created_at"], "note": r["note"], "stats": r["stats"]} for r in rows]
+    _emit(args, out, lambda rs: print("\n".join(
+        f"{r['version']:<5} {r['samples']:>6} samples  " + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items()))
+        + f"  from {', '.join(r['source_runs'] or [])}" for r in rs) or "no dataset versions yet"))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from pathlib import Path
+
+    from backend.export import export_dataset
+
+    client = _connect(args)
+    version = args.dataset or client.store.latest_dataset(args.project)
+    if version is None:
+        raise _UserError(f"project '{args.project}' has no dataset version; run `doctune synth` first")
+    rows = client.store.dataset_rows(args.project, version)
+    if not rows:
+        known = ", ".join(d["version"] for d in client.datasets(args.project))
+        raise _UserError(f"no dataset version '{version}' in project '{args.project}' (versions: {known})")
+    paths = export_dataset(rows, args.format, Path(args.out), f"{args.project}_{version}",
+                           system_prompt=args.system_prompt)
+    _emit(args, {"version": version, "format": args.format, "files": [str(p) for p in paths]},
+          lambda d: print(f"exported {args.project} {version} as {args.format}:\n" + "\n".join(
+              f"  {p}" for p in d["files"])))
+    return 0
+
+
+def cmd_dead_letters(args) -> int:
+    rows = _connect(args).dead_letters(args.project)
+    _emit(args, rows, lambda rs: print("\n".join(
+        f"{r['run_id']}  {r['task']:<10} {r['reason']:<12} chunk {r['chunk_id']}  {(r['detail'] or '')[:80]}"
+        for r in rs) or "no dead letters"))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from backend.config import SAMPLE_REPO, IngestConfig
 
@@ -207,7 +398,8 @@ def cmd_demo(args) -> int:
 
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
-            "demo": cmd_demo}
+            "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
+            "dead-letters": cmd_dead_letters, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -41,4 +41,39 @@ class DocTune:
         return self.store.projects()
 
     def runs(self, project: str | None = None, limit: int = 100) -> list[dict]:
-        return self.store.runs(project, limit)
+        """Runs, newest first; a `running` run whose actor is gone (its process was killed) shows as
+        `interrupted` — rerunning the same command resumes it."""
+        import ray
+
+        rows = self.store.runs(project, limit)
+        for row in rows:
+            if row["status"] == "running" and row["kind"] == "synth":
+                try:
+                    ray.get_actor(f"synth-{row['run_id']}")
+                except ValueError:
+                    row["status"] = "interrupted"
+        return rows
+
+    # ---- synthesis ---------------------------------------------------------------------------
+    def synth(self, project: str, cfg, *, retry_failed: bool = False, new_run: bool = False, dry_run: bool = False,
+              on_progress: Callable[[dict], None] | None = None, curate_cfg=None) -> dict:
+        """Generate samples for `project`'s chunks, resuming an unfinished run of the same config.
+
+        Returns a summary: run id, status, counts, tokens, cost, and the dataset version it curated into.
+        With `dry_run`, only the plan and its cost estimate (nothing is sent).
+
+        Raises:
+            KeyError: no such project.
+            ConfigError: the config has problems (each with its fix).
+            ValueError: the project has no chunks, or `retry_failed` finds no run to retry.
+        """
+        from actors.synth_run import start_synth_run
+
+        return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
+                               on_progress=on_progress, curate_cfg=curate_cfg)
+
+    def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:
+        return self.store.dead_letters(project, run_id)
+
+    def datasets(self, project: str) -> list[dict]:
+        return self.store.datasets(project)

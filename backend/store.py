@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,109 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "synthesis: response cache, request log, samples, dead letters, dataset versions",
+        """
+        -- a paid response, kept by the hash of (model, prompt, parameters, sample index): never paid twice
+        CREATE TABLE responses (
+            cache_key VARCHAR PRIMARY KEY,
+            model VARCHAR NOT NULL,
+            content VARCHAR NOT NULL,
+            tokens_in INTEGER,
+            tokens_out INTEGER,
+            cost_usd DOUBLE,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        -- every HTTP attempt, failed ones included (never the API key)
+        CREATE TABLE api_requests (
+            run_id VARCHAR NOT NULL,
+            chunk_id VARCHAR,
+            task VARCHAR,
+            cache_key VARCHAR,
+            attempt INTEGER,
+            status VARCHAR NOT NULL,     -- ok | http_429 | http_5xx | http_4xx | timeout | connection | parse_error
+            http_status INTEGER,
+            tokens_in INTEGER,
+            tokens_out INTEGER,
+            cost_usd DOUBLE,
+            latency_ms DOUBLE,
+            error VARCHAR,
+            ts TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE samples (
+            sample_id VARCHAR PRIMARY KEY,
+            project VARCHAR NOT NULL,
+            run_id VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            chunk_id VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            start_line INTEGER,
+            end_line INTEGER,
+            task VARCHAR NOT NULL,
+            language VARCHAR NOT NULL,
+            instruction VARCHAR NOT NULL,
+            input VARCHAR NOT NULL,
+            output VARCHAR NOT NULL,
+            messages JSON,
+            generator VARCHAR NOT NULL,
+            template_version VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        -- units of work that kept failing, with why; `--retry-failed` retries exactly these
+        CREATE TABLE dead_letters (
+            run_id VARCHAR NOT NULL,
+            cache_key VARCHAR NOT NULL,
+            chunk_id VARCHAR NOT NULL,
+            task VARCHAR NOT NULL,
+            reason VARCHAR NOT NULL,
+            detail VARCHAR,
+            attempts INTEGER,
+            resolved BOOLEAN NOT NULL DEFAULT false,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE judgements (
+            sample_id VARCHAR NOT NULL,
+            model VARCHAR NOT NULL,
+            score DOUBLE,
+            reason VARCHAR,
+            cache_key VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        -- a curated dataset version is immutable: its rows are copies, never updated
+        CREATE TABLE datasets (
+            project VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            parent VARCHAR,
+            source_runs VARCHAR[],
+            config JSON,
+            stats JSON,
+            note VARCHAR,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        CREATE TABLE dataset_samples (
+            project VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            sample_id VARCHAR NOT NULL,
+            split VARCHAR NOT NULL,
+            judge_score DOUBLE,
+            exec_status VARCHAR,
+            run_id VARCHAR,
+            chunk_id VARCHAR,
+            path VARCHAR,
+            start_line INTEGER,
+            end_line INTEGER,
+            task VARCHAR,
+            language VARCHAR,
+            instruction VARCHAR,
+            input VARCHAR,
+            output VARCHAR,
+            messages JSON,
+            generator VARCHAR,
+            template_version VARCHAR
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -142,7 +246,7 @@ class Store:
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self.con = duckdb.connect(str(self.path))
+            self.con = _connect_waiting_for_the_dead(self.path)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -274,6 +378,143 @@ class Store:
             row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
         return rows
 
+    # ---- synthesis -------------------------------------------------------------------------
+    def find_run(self, project: str, kind: str, fingerprint: str, unfinished_only: bool = True) -> str | None:
+        """The newest run of `kind` whose config has this fingerprint; by default only an unfinished one
+        (running when its process died, failed, cancelled or stopped by the budget), to resume it."""
+        row = self.con.execute(
+            "SELECT run_id FROM runs WHERE project = ? AND kind = ? AND json_extract_string(config, '$.fingerprint') = ? "
+            "AND (NOT ? OR status IN ('running', 'failed', 'cancelled', 'budget_stopped')) "
+            "ORDER BY created_at DESC LIMIT 1", [project, kind, fingerprint, unfinished_only]).fetchone()
+        return row[0] if row else None
+
+    def set_run_status(self, run_id: str, status: str) -> None:
+        self.con.execute("UPDATE runs SET status = ?, finished_at = NULL WHERE run_id = ?", [status, run_id])
+
+    def run(self, run_id: str) -> dict | None:
+        rows = self._dicts("SELECT * FROM runs WHERE run_id = ?", [run_id])
+        if not rows:
+            return None
+        row = rows[0]
+        row["config"] = json.loads(row["config"]) if row["config"] else {}
+        row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
+        return row
+
+    def finished_units(self, run_id: str) -> dict[str, str]:
+        """cache_key -> 'ok' (its samples are stored) or 'dead' (an unresolved dead letter)."""
+        out = {k: "dead" for (k,) in self.con.execute(
+            "SELECT cache_key FROM dead_letters WHERE run_id = ? AND NOT resolved", [run_id]).fetchall()}
+        out.update({k: "ok" for (k,) in self.con.execute(
+            "SELECT DISTINCT cache_key FROM samples WHERE run_id = ?", [run_id]).fetchall()})
+        return out
+
+    def cached_responses(self, keys: list[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        rows = self._dicts("SELECT cache_key, content, tokens_in, tokens_out, cost_usd FROM responses "
+                           "WHERE list_contains(?, cache_key)", [keys])
+        return {r["cache_key"]: r for r in rows}
+
+    def record_synth_batch(self, run_id: str, responses: list[dict], requests: list[dict], samples: list[dict],
+                           dead: list[dict], resolved: list[str]) -> None:
+        """One transaction: cached responses, the request log, samples, new and resolved dead letters."""
+        now = _now()
+        with self.transaction():
+            for r in responses:
+                self.con.execute(
+                    "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [r["cache_key"], r["model"], r["content"], r["tokens_in"], r["tokens_out"], r["cost_usd"], now])
+            if requests:
+                self._insert("api_requests", [dict(r, run_id=run_id, ts=now) for r in requests])
+            if samples:
+                self._insert("samples", [dict(s, messages=json.dumps(s["messages"]) if s.get("messages") else None,
+                                              created_at=now) for s in samples], on_conflict=True)
+            if resolved:
+                self.con.execute("UPDATE dead_letters SET resolved = true WHERE run_id = ? AND "
+                                 "list_contains(?, cache_key)", [run_id, resolved])
+            if dead:
+                self._insert("dead_letters", [dict(d, run_id=run_id, resolved=False, created_at=now) for d in dead])
+
+    def run_usage(self, run_id: str) -> dict:
+        row = self.con.execute(
+            """SELECT count(*), count(*) FILTER (WHERE status LIKE 'ok%'), count(*) FILTER (WHERE status = 'http_429'),
+                      coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0)
+               FROM api_requests WHERE run_id = ?""", [run_id]).fetchone()
+        samples = self.con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
+        dead = self.con.execute("SELECT count(*) FROM dead_letters WHERE run_id = ? AND NOT resolved",
+                                [run_id]).fetchone()[0]
+        return {"requests": row[0], "ok": row[1], "http_429": row[2], "tokens_in": int(row[3]),
+                "tokens_out": int(row[4]), "cost_usd": round(float(row[5]), 6), "samples": samples,
+                "dead_letters": dead}
+
+    def requests(self, run_id: str) -> list[dict]:
+        """The run's request log, oldest first."""
+        return self._dicts("SELECT * FROM api_requests WHERE run_id = ? ORDER BY ts", [run_id])
+
+    def dead_letters(self, project: str | None = None, run_id: str | None = None,
+                     unresolved_only: bool = True) -> list[dict]:
+        return self._dicts(
+            """SELECT d.* FROM dead_letters d JOIN runs r USING (run_id)
+               WHERE (? IS NULL OR r.project = ?) AND (? IS NULL OR d.run_id = ?) AND (NOT ? OR NOT d.resolved)
+               ORDER BY d.created_at""", [project, project, run_id, run_id, unresolved_only])
+
+    def samples(self, run_ids: list[str]) -> list[dict]:
+        rows = self._dicts("SELECT * EXCLUDE (created_at) FROM samples WHERE list_contains(?, run_id) "
+                           "ORDER BY sample_id", [run_ids])
+        for r in rows:
+            r["messages"] = json.loads(r["messages"]) if r["messages"] else None
+        return rows
+
+    def record_judgements(self, rows: list[dict]) -> None:
+        if rows:
+            self._insert("judgements", [dict(r, created_at=_now()) for r in rows])
+
+    def judgements(self, sample_ids: list[str], model: str) -> dict[str, float]:
+        rows = self.con.execute("SELECT sample_id, score FROM judgements WHERE model = ? AND "
+                                "list_contains(?, sample_id)", [model, sample_ids]).fetchall()
+        return dict(rows)
+
+    # ---- dataset versions ------------------------------------------------------------------
+    def create_dataset(self, project: str, rows: list[dict], *, source_runs: list[str], config: dict,
+                       stats: dict, parent: str | None = None, note: str | None = None) -> str:
+        """A new immutable version `v<N>` holding copies of `rows` (each with its `split`)."""
+        with self.transaction():
+            n = self.con.execute("SELECT count(*) FROM datasets WHERE project = ?", [project]).fetchone()[0]
+            version = f"v{n + 1}"
+            self.con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [project, version, parent, source_runs, json.dumps(config), json.dumps(stats), note,
+                              _now()])
+            cols = [c for c, *_ in self.con.execute("DESCRIBE dataset_samples").fetchall()]
+            self._insert("dataset_samples", [
+                {c: (json.dumps(r.get(c)) if c == "messages" and r.get(c) else r.get(c))
+                 for c in cols} | {"project": project, "version": version} for r in rows])
+        return version
+
+    def datasets(self, project: str) -> list[dict]:
+        rows = self._dicts(
+            """SELECT d.version, d.parent, d.source_runs, d.note, d.created_at, d.stats,
+                      (SELECT count(*) FROM dataset_samples s WHERE s.project = d.project AND s.version = d.version)
+                      AS samples
+               FROM datasets d WHERE d.project = ? ORDER BY d.created_at""", [project])
+        splits = self.con.execute(
+            "SELECT version, split, count(*) FROM dataset_samples WHERE project = ? GROUP BY ALL", [project]).fetchall()
+        for r in rows:
+            r["stats"] = json.loads(r["stats"]) if r["stats"] else {}
+            r["splits"] = {sp: n for v, sp, n in splits if v == r["version"]}
+        return rows
+
+    def latest_dataset(self, project: str) -> str | None:
+        row = self.con.execute("SELECT version FROM datasets WHERE project = ? ORDER BY created_at DESC LIMIT 1",
+                               [project]).fetchone()
+        return row[0] if row else None
+
+    def dataset_rows(self, project: str, version: str) -> list[dict]:
+        rows = self._dicts("SELECT * EXCLUDE (project, version) FROM dataset_samples WHERE project = ? AND "
+                           "version = ? ORDER BY split, sample_id", [project, version])
+        for r in rows:
+            r["messages"] = json.loads(r["messages"]) if r["messages"] else None
+        return rows
+
     # ---- reads -----------------------------------------------------------------------------
     def stats(self, project: str) -> dict[str, Any]:
         """Files by kind, skipped files by reason, chunk and token totals and their distribution."""
@@ -302,9 +543,17 @@ class Store:
             "SELECT kind, count(*) FROM chunks WHERE project = ? GROUP BY kind ORDER BY kind", [project]).fetchall())
         counters = [r[0] for r in q(
             "SELECT DISTINCT token_counter FROM chunks WHERE project = ? ORDER BY 1", [project]).fetchall()]
+        latest = self.latest_dataset(project)
+        samples = dict(q("SELECT split, count(*) FROM dataset_samples WHERE project = ? AND version = ? GROUP BY split",
+                         [project, latest]).fetchall()) if latest else {}
+        dead = q("SELECT count(*) FROM dead_letters d JOIN runs r USING (run_id) WHERE r.project = ? AND NOT d.resolved",
+                 [project]).fetchone()[0]
         return {
             "project": project,
             "files": sum(by_kind.values()),
+            "samples": samples,
+            "dataset": latest,
+            "dead_letters": dead,
             "files_by_kind": by_kind,
             "skipped": skipped,
             "gone": gone,
@@ -321,20 +570,72 @@ class Store:
         }
 
     def files(self, project: str, status: str | None = None) -> pa.Table:
-        return self.con.sql(
+        return self._arrow(
             "SELECT * FROM files WHERE project = $1 AND ($2 IS NULL OR status = $2) ORDER BY path",
-            params=[project, status],
-        ).to_arrow_table()
+            [project, status])
 
     def chunks(self, project: str, limit: int | None = None) -> pa.Table:
-        return self.con.sql(
-            "SELECT * FROM chunks WHERE project = $1 ORDER BY path, ord LIMIT $2", params=[project, limit or 2**62]
-        ).to_arrow_table()
+        return self._arrow(
+            "SELECT * FROM chunks WHERE project = $1 ORDER BY path, ord LIMIT $2", [project, limit or 2**62])
+
+    def _insert(self, table: str, rows: list[dict], on_conflict: bool = False) -> None:
+        """Insert dict rows through Arrow (one statement, whatever the count)."""
+        if not rows:
+            return
+        cols = list(rows[0])
+        incoming = pa.Table.from_pylist(rows)
+        self.con.register("incoming_rows", incoming)
+        try:
+            self.con.execute(f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM incoming_rows"
+                             + (" ON CONFLICT DO NOTHING" if on_conflict else ""))
+        finally:
+            self.con.unregister("incoming_rows")
+
+    def _arrow(self, sql: str, params: list) -> pa.Table:
+        # a cursor of its own: the main connection may hold an unfetched result, which DuckDB refuses to mix
+        with self.con.cursor() as cur:
+            return cur.sql(sql, params=params).to_arrow_table()
 
     def _dicts(self, sql: str, params: list | None = None) -> list[dict]:
         cur = self.con.execute(sql, params or [])
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
+
+
+def _holder_is_dying(db_path: Path) -> bool:
+    """True when the holder file's process is gone or a zombie: its lock is about to be released."""
+    try:
+        pid = int(json.loads(holder_path(db_path).read_text())["pid"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return not _pid_exists(pid)
+    return state in {"Z", "X"}
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _connect_waiting_for_the_dead(db_path: Path, grace_s: float = 20.0) -> duckdb.DuckDBPyConnection:
+    """Open the file; when its holder is a process that was killed and is still being reaped (a crashed
+    run's store actor), wait for the lock to go instead of failing. A live holder fails at once."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            return duckdb.connect(str(db_path))
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or not _holder_is_dying(db_path) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def ray_address_of_holder(db_path: Path) -> str | None:

@@ -1,0 +1,129 @@
+"""Synthesis through the real openai client over HTTP against the local fake server, on a real Ray and store."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from backend.config import SAMPLE_REPO
+from backend.synth_config import SynthConfig
+from tests.fake_llm import Faults, FakeLLMServer
+
+KEY = "sk-doctune-test-SECRET-4242"
+
+
+@pytest.fixture
+def sample_client(client):
+    client.ingest(SAMPLE_REPO, "s")
+    return client
+
+
+def openai_cfg(server, **kw) -> SynthConfig:
+    base = dict(generator="openai", base_url=server.base_url, model="fake-model", max_chunks=12, concurrency=8,
+                request_timeout_s=2.0, backoff_base_s=0.05, backoff_max_s=0.2, max_attempts=4,
+                prices={"fake-model": {"input": 1.0, "output": 2.0}})
+    return SynthConfig(**(base | kw))
+
+
+def units_accounted(client, summary) -> None:
+    """Every unit of the run ends as samples or as a dead letter with a reason."""
+    run = summary["run_id"]
+    finished = client.store.finished_units(run)
+    assert len(finished) == summary["units"]
+    for d in client.dead_letters(run_id=run):
+        assert d["reason"] and d["detail"] is not None
+
+
+def test_heuristic_synthesis_curates_a_version(sample_client):
+    summary = sample_client.synth("s", SynthConfig(generator="heuristic", max_chunks=60))
+    assert summary["status"] == "succeeded" and summary["samples"] > 60 and summary["requests"] == 0
+    units_accounted(sample_client, summary)
+    version = summary["dataset"]
+    info = {d["version"]: d for d in sample_client.datasets("s")}[version]
+    assert set(info["splits"]) == {"train", "val", "test"}
+    rows = sample_client.store.dataset_rows("s", version)
+    by_split = {}
+    for r in rows:
+        by_split.setdefault(r["path"], set()).add(r["split"])
+    assert all(len(splits) == 1 for splits in by_split.values()), "a source file leaked across splits"
+    stats = sample_client.stats("s")
+    assert stats["samples"] == info["splits"] and isinstance(stats["dead_letters"], int)
+
+
+def test_openai_synthesis_with_every_fault_then_retry_failed(sample_client, monkeypatch):
+    monkeypatch.setenv("DOCTUNE_API_KEY", KEY)
+    faults = Faults(p_500=0.2, p_429=0.1, p_timeout=0.05, p_malformed=0.1, p_think=0.2, retry_after_s=0.05,
+                    hang_s=3.0)
+    with FakeLLMServer(latency_s=0.01, faults=faults, seed=3, api_key=KEY) as server:
+        cfg = openai_cfg(server, max_attempts=2, request_timeout_s=0.5)
+        summary = sample_client.synth("s", cfg)
+        assert summary["status"] == "succeeded"
+        units_accounted(sample_client, summary)
+        stats = server.stats()
+        assert stats["http_500"] and stats["fault_429"] and stats["timeouts"] and stats["malformed"] and stats["think"]
+        log = Counter(r["status"] for r in sample_client.store.requests(summary["run_id"]))
+        assert log["http_5xx"] and log["http_429"] and log["timeout"] and log["parse_error"] and log["ok"]
+        assert log["ok"] == summary["done"]  # one accepted attempt per finished unit
+        dead = summary["dead_letters"]
+        assert dead > 0, "with 2 attempts and 35% faults some units must die (seeded)"
+        assert Counter(d["reason"] for d in sample_client.dead_letters("s")).keys() <= {
+            "http_5xx", "timeout", "parse_error", "connection"}
+
+        server.set_faults(Faults())  # the faults stop; the dead letters come back to life
+        retried = sample_client.synth("s", cfg, retry_failed=True)
+        assert retried["run_id"] == summary["run_id"] and retried["done"] == dead
+        assert sample_client.dead_letters("s") == [] and sample_client.stats("s")["dead_letters"] == 0
+        with pytest.raises(ValueError, match="no dead letters"):
+            sample_client.synth("s", cfg, retry_failed=True)
+    usage = sample_client.store.run_usage(summary["run_id"])
+    assert usage["samples"] == 3 * summary["units"]  # every unit answered, 3 samples each
+    assert usage["cost_usd"] > 0
+
+
+def test_rate_limit_is_honoured(sample_client):
+    # the server admits 10 requests per 0.5 s window (1200/min); the client is told the same
+    with FakeLLMServer(latency_s=0.0, rpm=1200, window_s=0.5) as server:
+        cfg = openai_cfg(server, rpm=1200, rate_window_s=0.5, max_chunks=20)
+        summary = sample_client.synth("s", cfg)
+    assert summary["status"] == "succeeded" and summary["failed"] == 0
+    stats = server.stats()
+    assert stats["rate_limited_429"] <= 0.1 * stats["requests"]
+
+
+def test_budget_stops_cleanly_before_the_cap(sample_client):
+    with FakeLLMServer(latency_s=0.01) as server:
+        cfg = openai_cfg(server, max_chunks=40, concurrency=2, max_cost_usd=0.02, max_output_tokens=500)
+        summary = sample_client.synth("s", cfg)
+    assert summary["status"] == "budget_stopped"
+    assert 0 < summary["cost_usd"] <= 0.02
+    assert summary["done"] < summary["units"]
+    assert summary["dataset"]  # what was paid for is curated
+
+
+def test_dry_run_estimates_and_sends_nothing(sample_client):
+    with FakeLLMServer() as server:
+        plan = sample_client.synth("s", openai_cfg(server), dry_run=True)
+        assert server.stats()["requests"] == 0
+    assert plan["estimate"]["requests"] == plan["units"] > 0 and plan["estimate"]["cost_usd"] > 0
+
+
+def test_resume_reuses_cache_and_never_pays_twice(sample_client):
+    with FakeLLMServer(latency_s=0.0) as server:
+        cfg = openai_cfg(server, max_chunks=8)
+        first = sample_client.synth("s", cfg)
+        sent = server.stats()["requests"]
+        again = sample_client.synth("s", cfg, new_run=True)  # a new run of the same config: all from cache
+        assert server.stats()["requests"] == sent
+    assert again["cached"] == first["units"] and again["requests"] == 0
+    a = sample_client.store.dataset_rows("s", first["dataset"])
+    b = sample_client.store.dataset_rows("s", again["dataset"])
+    strip = lambda rows: sorted((r["split"], r["instruction"], r["output"]) for r in rows)  # noqa: E731
+    assert strip(a) == strip(b)
+
+
+def test_auth_failure_stops_the_run_with_a_clear_error(sample_client, monkeypatch):
+    monkeypatch.setenv("DOCTUNE_API_KEY", "wrong")
+    with FakeLLMServer(api_key=KEY) as server:
+        summary = sample_client.synth("s", openai_cfg(server, max_chunks=4))
+    assert summary["status"] == "failed" and "refused the key" in summary["error"]
+    assert "wrong" not in json.dumps(summary)

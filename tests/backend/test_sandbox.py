@@ -1,0 +1,206 @@
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.config import SAMPLE_REPO
+from backend.sandbox import OUTPUT_LIMIT, extract_python_blocks, python_syntax_errors, run_python
+
+
+def test_passing_code_captures_stdout():
+    r = run_python("print('hello', 6 * 7)", repo_root=None)
+    assert (r.status, r.returncode) == ("pass", 0)
+    assert r.stdout == "hello 42\n" and r.stderr == ""
+    assert 0 < r.seconds < 5
+
+
+def test_failing_code_reports_exit_status_and_traceback():
+    r = run_python("def f():\n    raise ValueError('bad berth')\nf()\n", repo_root=None)
+    assert (r.status, r.returncode) == ("fail", 1)
+    assert "ValueError: bad berth" in r.stderr
+    # the traceback starts in the snippet, not in the sandbox's bootstrap
+    assert 'File "snippet.py", line 3' in r.stderr and "<string>" not in r.stderr
+    assert run_python("import sys; sys.exit(3)", repo_root=None).returncode == 3
+    syntax = run_python("def f(:\n    pass\n", repo_root=None)
+    assert syntax.status == "fail" and "SyntaxError" in syntax.stderr
+
+
+def test_infinite_loop_is_stopped_at_the_timeout():
+    start = time.monotonic()
+    r = run_python("while True:\n    pass\n", repo_root=None, timeout_s=1)
+    assert r.status == "timeout"
+    assert r.returncode is not None and r.returncode < 0
+    assert time.monotonic() - start < 4
+
+
+@pytest.mark.parametrize("code", [
+    "x = bytearray(2_000_000_000)\n",
+    "hog = []\nwhile True:\n    hog.append(bytearray(1_000_000))\n",
+])
+def test_memory_hog_is_reported_as_memory(code):
+    r = run_python(code, repo_root=None, timeout_s=10, memory_mb=256)
+    assert r.status == "memory", r
+    assert "MemoryError" in r.stderr
+    assert r.seconds < 5
+
+
+def test_child_never_sees_our_secrets(monkeypatch):
+    monkeypatch.setenv("DOCTUNE_API_KEY", "sk-secret-123")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-openai-456")
+    monkeypatch.setenv("DEEPSEEK_API_KEY", "sk-deepseek-789")
+    r = run_python("import os\nprint(dict(os.environ))\n", repo_root=SAMPLE_REPO, extra_env={"MODE": "check"})
+    assert r.status == "pass"
+    for secret in ("sk-secret-123", "sk-openai-456", "sk-deepseek-789", "API_KEY"):
+        assert secret not in r.stdout
+    env = eval(r.stdout)
+    assert set(env) == {"PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
+                        "PYTHONHASHSEED", "MODE"}
+    assert env["MODE"] == "check" and env["PYTHONHASHSEED"] == "0"
+    assert env["PYTHONPATH"] == str(SAMPLE_REPO.resolve())
+
+
+def test_repository_package_is_importable():
+    r = run_python("import tidemark\nprint(tidemark.__version__, tidemark.__file__)\n", repo_root=SAMPLE_REPO)
+    assert r.status == "pass", r.stderr
+    assert r.stdout.startswith("3.4.1 ") and str(SAMPLE_REPO.resolve()) in r.stdout
+    # without the repository it is not
+    assert run_python("import tidemark\n", repo_root=None).status == "fail"
+
+
+def test_working_directory_is_temporary_and_removed():
+    code = "import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())\nprint(os.environ['HOME'])\n"
+    r = run_python(code, repo_root=None)
+    cwd, home = r.stdout.split()
+    assert cwd == home and cwd != os.getcwd()
+    assert not Path(cwd).exists()
+
+
+def test_no_bytecode_written_into_the_repository(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("VALUE = 5\n")
+    r = run_python("import pkg\nprint(pkg.VALUE)\n", repo_root=tmp_path)
+    assert r.stdout == "5\n"
+    assert not (tmp_path / "pkg" / "__pycache__").exists()
+
+
+def test_long_output_is_truncated_to_head_and_tail():
+    r = run_python("print('A' * 50_000)\nprint('END')\n", repo_root=None)
+    assert r.status == "pass"
+    assert len(r.stdout.encode()) <= OUTPUT_LIMIT
+    assert r.stdout.startswith("AAAA") and r.stdout.rstrip().endswith("END") and "bytes cut" in r.stdout
+
+
+def test_file_size_and_open_files_are_limited():
+    big = run_python("f = open('big', 'wb')\nf.write(b'0' * (64 * 1024 * 1024))\nf.close()\n", repo_root=None)
+    assert big.status == "fail" and "File too large" in big.stderr
+    fds = run_python("fs = [open('f%d' % i, 'w') for i in range(200)]\n", repo_root=None)
+    assert fds.status == "fail" and "Too many open files" in fds.stderr
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return "\nState:\tZ" not in f.read()
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
+def test_spawned_processes_die_with_the_run():
+    code = ("import subprocess\n"
+            "ps = [subprocess.Popen(['sleep', '60']) for _ in range(5)]\n"
+            "print(' '.join(str(p.pid) for p in ps), flush=True)\n"
+            "while True:\n    pass\n")
+    r = run_python(code, repo_root=None, timeout_s=1)
+    assert r.status == "timeout"
+    pids = [int(p) for p in r.stdout.split()]
+    assert len(pids) == 5
+    deadline = time.monotonic() + 3
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in pids)
+    # also a background process left behind by a run that exits normally
+    r = run_python("import subprocess\nprint(subprocess.Popen(['sleep', '60']).pid)\n", repo_root=None)
+    assert r.status == "pass"
+    pid = int(r.stdout)
+    deadline = time.monotonic() + 3
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid)
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="timeout_s"):
+        run_python("pass", repo_root=None, timeout_s=0)
+    with pytest.raises(ValueError, match="memory_mb"):
+        run_python("pass", repo_root=None, memory_mb=0)
+
+
+ANSWER = """Here is how to quote a lane:
+
+```python
+from tidemark import default_rate_card
+card = default_rate_card()
+```
+
+Run it from the shell:
+
+```bash
+python quote.py
+```
+
+```py
+print(card)
+```
+
+The output:
+
+```
+42
+```
+
+```
+x = compute(1, 2)
+```
+
+```json
+{"a": 1}
+```
+
+```
+{"a": 1}
+```
+
+    ```python
+    indented = True
+    ```
+"""
+
+
+def test_extract_python_blocks():
+    blocks = extract_python_blocks(ANSWER)
+    assert blocks == [
+        "from tidemark import default_rate_card\ncard = default_rate_card()",
+        "print(card)",
+        "x = compute(1, 2)",
+        "indented = True",
+    ]
+    assert extract_python_blocks("no code here") == []
+    # an unclosed fence runs to the end (a truncated answer)
+    assert extract_python_blocks("```python\nx = 1\ny = (") == ["x = 1\ny = ("]
+    # a longer fence contains a shorter one
+    assert extract_python_blocks("````python\ns = '''\n```\n'''\n````\n") == ["s = '''\n```\n'''"]
+    # shell commands and bare words in an unlabeled fence are not Python
+    assert extract_python_blocks("```\npip install tidemark\n```\n```\nls\n```\n") == []
+
+
+def test_python_syntax_errors():
+    text = "```python\nok = 1\n```\n\n```python\ndef f(:\n    pass\n```\n\n```py\nx = 1\n  y = 2\n```\n"
+    errors = python_syntax_errors(text)
+    assert len(errors) == 2
+    assert errors[0].startswith("block 2 line 1: ")
+    assert errors[1].startswith("block 3 line 2: ") and "indent" in errors[1]
+    assert python_syntax_errors(ANSWER) == []
+    assert python_syntax_errors("plain prose") == []
