@@ -302,8 +302,13 @@ def _print_synth(s: dict) -> None:
     if s.get("dataset"):
         print(f"  curated into dataset version {s['dataset']}")
     if s["dead_letters"]:
-        print(f"  {s['dead_letters']} dead letters: `doctune dead-letters --project {s['project']}`, "
-              f"then `doctune synth --project {s['project']} --retry-failed`")
+        reasons = ", ".join(f"{k} {v}" for k, v in s["dead_reasons"].items())
+        print(f"  {s['dead_letters']} dead letters ({reasons}): `doctune dead-letters --project {s['project']}`")
+        if set(s["dead_reasons"]) == {"no_samples"}:
+            print("    no_samples: the offline heuristic found nothing to derive from those chunks; "
+                  "an LLM generator (--generator openai) covers them")
+        else:
+            print(f"    once the cause is fixed: `doctune synth --project {s['project']} --retry-failed`")
 
 
 def cmd_curate(args) -> int:
@@ -382,18 +387,28 @@ def cmd_dead_letters(args) -> int:
 
 def cmd_demo(args) -> int:
     from backend.config import SAMPLE_REPO, IngestConfig
+    from backend.synth_config import SynthConfig, api_key
 
     client = _connect(args)
-    if not args.json:
-        print(f"DocTune demo: ingesting the bundled sample repository {SAMPLE_REPO}")
+    say = (lambda *a: None) if args.json else print
+    say(f"DocTune demo\n[1/2] ingest: the bundled sample repository {SAMPLE_REPO}")
     report = _run_ingest(client, SAMPLE_REPO, args.project, IngestConfig(), quiet=args.json)
     stats = client.stats(args.project)
-    if args.json:
-        print(json.dumps({"ingest": report.as_dict(), "stats": stats}, indent=2, default=str))
-    else:
+    if not args.json:
         _print_ingest(report.as_dict())
         _print_stats(stats)
-        print("next stages (synthesis, training, evaluation, dashboard) arrive with their issues")
+    # the API when a key is set, else the offline generator: the demo needs neither network nor key
+    cfg = SynthConfig(generator="openai" if api_key() else "heuristic")
+    say(f"[2/2] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
+    synth = client.synth(args.project, cfg)
+    datasets = client.datasets(args.project)
+    if args.json:
+        print(json.dumps({"ingest": report.as_dict(), "stats": client.stats(args.project), "synth": synth,
+                          "datasets": datasets}, indent=2, default=str))
+    else:
+        _print_synth(synth)
+        print("training, evaluation and the dashboard arrive with their issues; export the dataset with\n"
+              f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset")
     return 0
 
 

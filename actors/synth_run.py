@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 
 import ray
 
@@ -475,7 +475,9 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
     summary = {**plan, "run_id": run_id, **{k: final[k] for k in (
         "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "tokens_in", "tokens_out",
         "cost_usd")}}
-    summary["dead_letters"] = len(store.dead_letters(project, run_id))
+    dead = store.dead_letters(project, run_id)
+    summary["dead_letters"] = len(dead)
+    summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
     if final["status"] in {"succeeded", "budget_stopped"} and store.run_usage(run_id)["samples"]:
         from actors.curate_run import curate_runs
 

@@ -221,10 +221,10 @@ def _messages_problem(messages) -> str | None:
 
 def exact_duplicates(samples: list[dict]) -> dict[str, str]:
     """dropped sample_id → kept sample_id for samples whose normalized text repeats an earlier one
-    (in sample_id order)."""
+    (in `dedup_order`)."""
     first: dict[str, str] = {}
     out = {}
-    for s in sorted(samples, key=_sid):
+    for s in sorted(samples, key=dedup_order):
         key = normalize(sample_text(s))
         if key in first:
             out[_sid(s)] = first[key]
@@ -313,7 +313,7 @@ class LSHIndex:
 
 def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, seed: int = 13) -> dict[str, str]:
     """dropped sample_id → kept sample_id for samples whose shingle Jaccard with an earlier kept one
-    (in sample_id order) is at least `threshold`.
+    (in `dedup_order`) is at least `threshold`.
 
     Only kept samples are indexed, so a chain A~B~C with A and C far apart keeps C; when several kept
     samples match, the earliest sample_id is named.
@@ -321,7 +321,7 @@ def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int 
     hasher, index = MinHasher(num_perm, seed), LSHIndex(threshold, num_perm)
     kept_shingles: dict[str, set[str]] = {}
     out = {}
-    for s in sorted(samples, key=_sid):
+    for s in sorted(samples, key=dedup_order):
         sid, sh = _sid(s), shingles(sample_text(s))
         sig = hasher.signature(sh)
         matches = sorted(k for k in index.query(sig) if jaccard(sh, kept_shingles[k]) >= threshold)
@@ -334,6 +334,14 @@ def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int 
 
 
 # --- splits ---------------------------------------------------------------------------------------
+
+def dedup_order(sample: dict) -> tuple:
+    """Which of a set of duplicates survives: the first by source position and content. Not by id: ids
+    carry the run, and the same samples from two runs (a resumed one and an uninterrupted one) must
+    curate to the same dataset."""
+    return (_text(sample.get("path")), sample.get("start_line") or 0, _text(sample.get("task")),
+            normalize(sample_text(sample)), _sid(sample))
+
 
 def _sid(sample: dict) -> str:
     """The sample's id as a string (the sort key everywhere)."""

@@ -127,3 +127,32 @@ def test_auth_failure_stops_the_run_with_a_clear_error(sample_client, monkeypatc
         summary = sample_client.synth("s", openai_cfg(server, max_chunks=4))
     assert summary["status"] == "failed" and "refused the key" in summary["error"]
     assert "wrong" not in json.dumps(summary)
+
+
+def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
+    from dataclasses import replace
+
+    from backend.curate import CurateConfig
+    from actors.curate_run import curate_runs
+    from conftest import write_tree
+
+    pages = {f"docs/p{i}.md": f"# Berth rule {i}\n\n" + f"Rule {i} says slots close early on day {i}. " * 12
+             for i in range(6)}
+    pages["docs/bad.md"] = "# Broken page\n\n" + "BADSAMPLE text that the judge must reject here. " * 12
+    client.ingest(write_tree(tmp_path / "r", pages), "j")
+    with FakeLLMServer() as server:
+        cfg = openai_cfg(server, max_chunks=None, tasks_per_chunk=1, task_mix={"qa": 1.0})
+        run = client.synth("j", cfg)["run_id"]
+        before = server.stats()["judge"]
+        version = curate_runs(client, "j", [run], CurateConfig(judge_threshold=3.0), judge_with=cfg)
+        judged = server.stats()["judge"] - before
+        again = curate_runs(client, "j", [run], replace(CurateConfig(), judge_threshold=3.0), judge_with=cfg)
+        assert server.stats()["judge"] - before == judged  # judgements come from the cache the second time
+    samples = client.store.samples([run])
+    assert judged == len(samples)
+    rows = client.store.dataset_rows("j", version)
+    assert rows and not any("BADSAMPLE" in r["output"] for r in rows)
+    assert all(r["judge_score"] >= 4 for r in rows)
+    info = {d["version"]: d for d in client.datasets("j")}
+    assert info[version]["stats"]["dropped_by_reason"].get("judge_below_threshold") == 3
+    assert len(client.store.dataset_rows("j", again)) == len(rows)

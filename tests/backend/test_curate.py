@@ -244,8 +244,8 @@ def test_curate_end_to_end():
         sample("judge-low", output=prose(77)),
         sample("exec-bad", output=prose(78)),
         sample("exec-error", output=prose(79)),
-        dict(samples[0], sample_id="zz-exact", path="docs/copy.md"),
-        dict(samples[0], sample_id="zz-near", path="docs/near.md", output=one_word_changed(text, -1)),
+        dict(samples[0], sample_id="zz-exact", path="docs/zz-copy.md"),  # sorts after the original
+        dict(samples[0], sample_id="zz-near", path="docs/zz-near.md", output=one_word_changed(text, -1)),
     ]
     result = curate(samples, CFG, judge_scores={"judge-low": 3.0, samples[1]["sample_id"]: 9.0},
                     exec_results={"exec-bad": "timeout", "exec-error": "error"})
