@@ -156,3 +156,31 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
     info = {d["version"]: d for d in client.datasets("j")}
     assert info[version]["stats"]["dropped_by_reason"].get("judge_below_threshold") == 3
     assert len(client.store.dataset_rows("j", again)) == len(rows)
+
+
+def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
+    from backend.curate import CurateConfig
+    from actors.curate_run import curate_runs
+    from conftest import write_tree
+
+    intro = "This page shows how the helper doubles numbers for the berth planner, step by step."
+    root = write_tree(tmp_path / "r", {
+        "mylib/__init__.py": '"""Helpers."""\n\ndef double(x: int) -> int:\n    """Twice x."""\n    return 2 * x\n',
+        "docs/good.md": f"# Good\n\n{intro} Call it like this.\n\n```python\nfrom mylib import double\n"
+                        "assert double(2) == 4\nprint('ok')\n```\n",
+        "docs/wrong.md": f"# Wrong\n\n{intro} This example is wrong.\n\n```python\nfrom mylib import double\n"
+                         "assert double(2) == 5, 'the docs are out of date'\n```\n",
+        "docs/loop.md": f"# Loop\n\n{intro} This one never ends.\n\n```python\nfrom mylib import double\n"
+                        "while True:\n    double(1)\n```\n",
+    })
+    client.ingest(root, "x")
+    run = client.synth("x", SynthConfig(task_mix={"codegen": 1.0}, tasks_per_chunk=1, min_chunk_tokens=1))
+    version = run["dataset"]
+    plain = {r["path"] for r in client.store.dataset_rows("x", version)}
+    assert {"docs/good.md", "docs/wrong.md", "docs/loop.md"} <= plain
+    checked = curate_runs(client, "x", [run["run_id"]], CurateConfig(exec_check=True, exec_timeout_s=2))
+    rows = client.store.dataset_rows("x", checked)
+    assert {r["path"] for r in rows if r["path"].startswith("docs/")} == {"docs/good.md"}
+    assert {r["exec_status"] for r in rows if r["path"] == "docs/good.md"} == {"pass"}
+    stats = {d["version"]: d for d in client.datasets("x")}[checked]["stats"]
+    assert stats["dropped_by_reason"]["exec_failed"] >= 2
