@@ -2,6 +2,13 @@
 requests in flight (halved on a 429, grown back by one after a window of successes). A 429's
 `Retry-After` pauses every sender, not just the one that got it.
 
+Requests are paced: at most one per window / (requests per window), on a grid, so a window's quota is
+spread over the window instead of leaving in one burst. A burst would expire all at once one window
+later, and the server counts a request when it *arrives*, some milliseconds (more on a cold connection)
+after the limiter counted it: then a whole burst of the next window lands while the server's window
+still holds the last one, and only the headroom's few slots absorb that. Paced, each slot is reused
+alone, and the headroom absorbs that many intervals of skew.
+
 Pure asyncio; the run shares one instance through an async Ray actor (`actors/synth_run.py`).
 """
 
@@ -19,15 +26,18 @@ class RateLimiter:
         concurrency: the most requests in flight; the adaptive cap never exceeds it.
         window_s: the provider's accounting window (60 s for per-minute limits).
         headroom: the share of each limit used, so clock skew between us and the server never tips it over.
+        pace: spread the requests evenly over the window (see the module docstring).
     """
 
     def __init__(self, rpm: int, tpm: int, concurrency: int, window_s: float = 60.0, headroom: float = 0.97,
-                 clock=time.monotonic):
+                 clock=time.monotonic, pace: bool = True):
         self.max_requests = max(1, int(rpm * headroom))
         self.max_tokens = max(1, int(tpm * headroom))
         self.max_concurrency = concurrency
         self.limit = concurrency
         self.window_s = window_s
+        self.interval = window_s / self.max_requests if pace else 0.0
+        self.next_slot = float("-inf")
         self.clock = clock
         self.sent: deque[tuple[float, int]] = deque()
         self.window_tokens = 0
@@ -49,6 +59,7 @@ class RateLimiter:
         wait = 0.0
         if len(self.sent) >= self.max_requests:
             wait = self.sent[0][0] + self.window_s - now
+        wait = max(wait, self.next_slot - now)
         if self.sent and self.window_tokens + tokens > self.max_tokens:
             # free tokens in send order until this request fits
             freed, need = 0, self.window_tokens + tokens - self.max_tokens
@@ -76,6 +87,8 @@ class RateLimiter:
                     await self._changed.wait()
             now = self.clock()
             self.sent.append((now, tokens))
+            # on a grid: a late wake-up is made up by the next interval, idle time is not saved up
+            self.next_slot = max(self.next_slot, now - self.interval / 2) + self.interval
             self.window_tokens += tokens
             self.in_flight += 1
         return self.clock() - start
