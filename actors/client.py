@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -21,8 +22,13 @@ class DocTune:
                  num_cpus: int | None = None):
         from actors.store_actor import StoreClient
 
+        from actors.runtime import live_cluster_address
+
         self.home = resolve_home(home)
-        self.ray_address = init_ray(ray_address, num_cpus=num_cpus)
+        # an explicit address, else RAY_ADDRESS, else the cluster this home started, else a local one
+        address = ray_address or os.environ.get("RAY_ADDRESS")
+        own = None if address else live_cluster_address(self.home)
+        self.ray_address = init_ray(address or own, num_cpus=num_cpus, token_auth=own is not None)
         self.store = StoreClient(self.home)
 
     def ingest(self, path: str | Path, project: str, cfg: IngestConfig | None = None,

@@ -200,6 +200,19 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        4,
+        "run events",
+        """
+        -- what happened to a run besides its metrics: queued, started, checkpoint, oom, cancelled, resumed
+        CREATE TABLE run_events (
+            run_id VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,
+            detail JSON,
+            ts TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -473,6 +486,37 @@ class Store:
         rows = self.con.execute("SELECT sample_id, score FROM judgements WHERE model = ? AND "
                                 "list_contains(?, sample_id)", [model, sample_ids]).fetchall()
         return dict(rows)
+
+    # ---- training metrics and events --------------------------------------------------------
+    def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
+        """(step, name, value) rows of one run, in one insert."""
+        if rows:
+            now = _now()
+            self._insert("metrics", [{"run_id": run_id, "step": step, "name": name, "value": value, "ts": now}
+                                     for step, name, value in rows])
+
+    def record_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
+        self.con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",
+                         [run_id, kind, json.dumps(detail or {}, default=str), _now()])
+
+    def run_events(self, run_id: str) -> list[dict]:
+        rows = self._dicts("SELECT kind, detail, ts FROM run_events WHERE run_id = ? ORDER BY ts", [run_id])
+        for r in rows:
+            r["detail"] = json.loads(r["detail"]) if r["detail"] else {}
+        return rows
+
+    def metrics(self, run_id: str, names: list[str] | None = None) -> pa.Table:
+        """step, name, value, ts of a run (all names, or those given), in step order."""
+        return self._arrow("SELECT step, name, value, ts FROM metrics WHERE run_id = $1 AND "
+                           "($2::VARCHAR[] IS NULL OR list_contains($2::VARCHAR[], name)) ORDER BY step, name",
+                           [run_id, names])
+
+    def update_run(self, run_id: str, status: str | None = None, summary: dict | None = None) -> None:
+        """Live status/summary of a run that is still going (finish_run ends it)."""
+        if status is not None:
+            self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
+        if summary is not None:
+            self.con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary, default=str), run_id])
 
     # ---- dataset versions ------------------------------------------------------------------
     def create_dataset(self, project: str, rows: list[dict], *, source_runs: list[str], config: dict,
