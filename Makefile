@@ -15,6 +15,8 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	# without a GPU, the CPU build of torch (a CUDA build is several GB and useless here)
+	$(if $(GPU),,$(BIN)/pip install -q torch==2.13.0)
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 

@@ -90,6 +90,33 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--project", required=True)
     dl.add_argument("--json", action="store_true")
 
+    tr = sub.add_parser("train", help="train a LoRA adapter on a dataset version (one GPU actor per run)")
+    tr.add_argument("--project", default=None)
+    tr.add_argument("--dataset", default=None, help="version (default: the project's latest)")
+    tr.add_argument("--preset", default=None, help="seed, tiny, qwen2.5-coder-1.5b, ... (default: seed with a "
+                                                    "GPU, tiny without)")
+    tr.add_argument("--config", default=None, help="YAML overriding a preset (see README)")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    tr.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
+    tr.add_argument("--detach", action="store_true", help="return at once; the run goes on in this home's cluster")
+    tr.add_argument("--json", action="store_true")
+
+    ca = sub.add_parser("cancel", help="stop a run (training saves a checkpoint first)")
+    ca.add_argument("run")
+    ca.add_argument("--json", action="store_true")
+
+    co = sub.add_parser("config", help="show resolved configurations")
+    co_sub = co.add_subparsers(dest="config_command", required=True)
+    cs = co_sub.add_parser("show", help="the model, LoRA and training arguments of a preset")
+    cs.add_argument("--preset", default="seed")
+    cs.add_argument("--config", default=None, help="a YAML overriding a preset")
+    cs.add_argument("--json", action="store_true")
+
+    cl = sub.add_parser("cluster", help="a Ray cluster for this home that outlives commands")
+    cl.add_argument("action", choices=["start", "stop", "status"])
+    cl.add_argument("--num-cpus", type=int, default=None)
+    cl.add_argument("--json", action="store_true")
+
     de = sub.add_parser("demo", help="run the pipeline on the bundled sample repository")
     de.add_argument("--project", default="sample")
     de.add_argument("--json", action="store_true")
@@ -385,6 +412,128 @@ def cmd_dead_letters(args) -> int:
     return 0
 
 
+def _train_config(args, gpu: bool):
+    from backend.train_config import TrainConfig, load_preset
+
+    if args.config:
+        cfg = TrainConfig.from_file(args.config)
+    else:
+        cfg = load_preset(args.preset or ("seed" if gpu else "tiny"))
+    if getattr(args, "max_steps", None) is not None:
+        cfg.training.max_steps = args.max_steps
+    return cfg
+
+
+def cmd_train(args) -> int:
+    import ray
+
+    from backend.config import ConfigError, resolve_home
+    from actors.runtime import start_local_cluster
+
+    if args.resume is None and args.project is None:
+        raise _UserError("name a --project to train, or --resume RUN")
+    if args.detach and not (args.ray_address or os.environ.get("RAY_ADDRESS")):
+        start_local_cluster(resolve_home(args.home))  # the run must outlive this command
+    client = _connect(args)
+    bar = None
+
+    def on_progress(p):
+        nonlocal bar
+        if args.json:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(unit="step", desc="training", file=sys.stderr)
+        bar.n = int(p.get("step", 0))
+        shown = {k: f"{p[k]:.4g}" for k in ("loss", "eval_loss", "learning_rate", "tokens_per_second") if k in p}
+        bar.set_postfix(status=p["status"], **shown, refresh=False)
+        bar.refresh()
+
+    try:
+        cfg = None if args.resume else _train_config(args, ray.cluster_resources().get("GPU", 0) >= 1)
+        result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
+                              wait=not args.detach, on_progress=on_progress)
+    except KeyError:
+        raise _UserError(f"no project '{args.project}'") from None
+    except (ValueError, ConfigError) as exc:
+        raise _UserError(str(exc)) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    _emit(args, result, _print_train)
+    return 0 if result["status"] in {"completed", "cancelled", "queued"} else 1
+
+
+def _print_train(r: dict) -> None:
+    if r.get("detached"):
+        print(f"run {r['run_id']} queued on dataset {r['dataset']}; watch it with `doctune runs`, "
+              f"stop it with `doctune cancel {r['run_id']}`")
+        return
+    print(f"run {r['run_id']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
+    if r.get("global_step") is not None:
+        print(f"  steps {r['global_step']}, epochs {r['epochs']}, train loss {r['train_loss']}, "
+              f"eval loss {r['eval_loss']}, {r.get('tokens_per_second') or 0:.0f} tokens/s")
+    if r.get("adapter"):
+        print(f"  adapter: {r['adapter']}")
+    elif r.get("checkpoint"):
+        print(f"  checkpoint: {r['checkpoint']} — continue with `doctune train --resume {r['run_id']}`")
+
+
+def cmd_cancel(args) -> int:
+    from backend.config import resolve_home
+    from actors.runtime import live_cluster_address
+
+    client = _connect(args)
+    try:
+        state = client.cancel(args.run)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+    if state not in {"cancelling", "cancelled"} and not live_cluster_address(resolve_home(args.home)):
+        state += " (no cluster holds runs for this home)"
+    _emit(args, {"run_id": args.run, "state": state}, lambda d: print(f"{d['run_id']}: {d['state']}"))
+    return 0
+
+
+def cmd_config(args) -> int:
+    from backend.config import ConfigError
+
+    try:
+        cfg = _train_config(args, gpu=False).validate()
+    except ConfigError as exc:
+        raise _UserError(str(exc)) from None
+    data = cfg.to_dict()
+    effective = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
+    data["effective_batch_size"] = effective
+
+    def human(d):
+        print(f"preset {d['preset']} (engine {d['engine']})")
+        for section in ("model", "lora", "training"):
+            print(f"  {section}:")
+            for k, v in d[section].items():
+                print(f"    {k}: {v}")
+        print(f"  effective batch size: {d['effective_batch_size']}")
+
+    _emit(args, data, human)
+    return 0
+
+
+def cmd_cluster(args) -> int:
+    from backend.config import resolve_home
+    from actors.runtime import live_cluster_address, start_local_cluster, stop_local_cluster
+
+    home = resolve_home(args.home)
+    if args.action == "start":
+        state = {"address": start_local_cluster(home, args.num_cpus), "running": True}
+    elif args.action == "stop":
+        state = {"stopped": stop_local_cluster(home), "running": False}
+    else:
+        address = live_cluster_address(home)
+        state = {"address": address, "running": address is not None}
+    _emit(args, state, lambda d: print(json.dumps(d)))
+    return 0
+
+
 def cmd_demo(args) -> int:
     from backend.config import SAMPLE_REPO, IngestConfig
     from backend.synth_config import SynthConfig, api_key
@@ -414,7 +563,8 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
             "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
-            "dead-letters": cmd_dead_letters, "demo": cmd_demo}
+            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "config": cmd_config,
+            "cluster": cmd_cluster, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

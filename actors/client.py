@@ -53,9 +53,9 @@ class DocTune:
 
         rows = self.store.runs(project, limit)
         for row in rows:
-            if row["status"] == "running" and row["kind"] == "synth":
+            if row["status"] in {"running", "queued"} and row["kind"] in {"synth", "train"}:
                 try:
-                    ray.get_actor(f"synth-{row['run_id']}")
+                    ray.get_actor(f"{row['kind']}-{row['run_id']}")
                 except ValueError:
                     row["status"] = "interrupted"
         return rows
@@ -83,3 +83,26 @@ class DocTune:
 
     def datasets(self, project: str) -> list[dict]:
         return self.store.datasets(project)
+
+    # ---- training ----------------------------------------------------------------------------
+    def train(self, project: str | None, cfg=None, *, version: str | None = None, resume_run: str | None = None,
+              wait: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Train a LoRA adapter on a dataset version (the latest by default), or resume a run.
+
+        Raises:
+            KeyError: no such project.
+            ValueError: no usable dataset version, or a run that cannot be resumed.
+            ConfigError: the config is invalid or does not fit this cluster (each problem with its fix).
+        """
+        from actors.train_run import start_train_run
+
+        return start_train_run(self, project, cfg, version=version, resume_run=resume_run, wait=wait,
+                               on_progress=on_progress)
+
+    def cancel(self, run_id: str) -> str:
+        from actors.train_run import cancel_run
+
+        return cancel_run(self, run_id)
+
+    def metrics(self, run_id: str, names: list[str] | None = None):
+        return self.store.metrics(run_id, names)

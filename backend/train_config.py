@@ -1,0 +1,293 @@
+"""Training settings: the base model, the LoRA adapter, the optimiser schedule, and the presets that fill them.
+
+A preset is a YAML file in `data/presets/` (`seed`, `tiny`, `qwen2.5-coder-1.5b`, ...), whose comments state
+each trade-off. A run's own file names a preset and overrides parts of it. `resolve_for_hardware` then fits
+the config to the machine (engine, precision, 4-bit) before anything is loaded.
+
+Loading a config imports neither torch nor transformers, so `doctune --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import yaml
+
+from backend.config import REPO_ROOT, ConfigError
+
+PRESETS_DIR = REPO_ROOT / "data" / "presets"
+TINY_MODEL = "tiny"
+"""The special `model.name_or_path` meaning the 2-layer Qwen2 built on this machine (`backend/tiny_model.py`)."""
+ENGINES = ("auto", "unsloth", "hf")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+LORA_BIAS = ("none", "all", "lora_only")
+# Every linear projection of a Qwen2/Llama block: attention and MLP. LoRA on all of them is the QLoRA recipe.
+ALL_PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Optimisers DocTune is known to run; the 8-bit ones need bitsandbytes, so CUDA (resolve swaps them on CPU).
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit",
+              "paged_adamw_32bit", "adafactor", "sgd")
+EIGHT_BIT_OPTIMIZERS = ("adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit")
+SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", "polynomial", "constant",
+              "constant_with_warmup", "inverse_sqrt", "warmup_stable_decay")
+
+
+@dataclass
+class ModelSettings:
+    """The base model and how it is loaded."""
+
+    name_or_path: str = "Qwen/Qwen2.5-3B"
+    """A local folder, a hub name already in the Hugging Face cache (nothing is downloaded), or `tiny`."""
+    load_in_4bit: bool = True
+    """QLoRA: base weights in 4-bit NF4 (about a quarter of the memory, slightly slower steps). CUDA only."""
+    max_seq_length: int = 2048
+    """Tokens per sample; longer ones are cut. Memory grows linearly with it. At most the model's context."""
+    dtype: str = "auto"
+    """Weights and compute precision: `auto` (bf16 where the GPU has it, else fp16; fp32 on CPU), `bf16`,
+    `fp16`, `fp32`."""
+    requires_gpu: bool = True
+    """Refuse to start without CUDA (a 3B model on CPU would take days); `tiny` is the CPU preset."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if not self.name_or_path.strip():
+            out.append("model.name_or_path is empty; name a local folder, a cached hub model, or `tiny`")
+        if self.dtype not in DTYPES:
+            out.append(f"model.dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
+        if self.max_seq_length < 16:
+            out.append(f"model.max_seq_length={self.max_seq_length} is below 16; use at least 16 (2048 is typical)")
+        return out
+
+
+@dataclass
+class LoraSettings:
+    """The low-rank adapter trained on top of the frozen base model."""
+
+    r: int = 16
+    """Rank. Higher: more capacity to learn the repository, more memory and a larger adapter."""
+    alpha: int = 16
+    """Scale of the update (alpha / r). alpha = r keeps the scale at 1; higher learns faster and less stably."""
+    dropout: float = 0.0
+    """Dropout on the adapter's input. 0 is fastest (Unsloth's fused path needs 0); 0.05 regularises small data."""
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
+    """Linear layers that get an adapter. Fewer (attention only): smaller and faster, learns less."""
+    bias: str = "none"
+    """Train biases too: `none` (adapter only, the usual), `lora_only`, `all`."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.r < 1:
+            out.append(f"lora.r={self.r} must be at least 1 (8-64 is typical)")
+        if self.alpha <= 0:
+            out.append(f"lora.alpha={self.alpha} must be positive (set it equal to r for a scale of 1)")
+        if not 0 <= self.dropout < 1:
+            out.append(f"lora.dropout={self.dropout} must be in [0, 1) (0 or 0.05)")
+        if not self.target_modules or any(not m.strip() for m in self.target_modules):
+            out.append(f"lora.target_modules needs non-empty module names, e.g. {ALL_PROJECTIONS}")
+        if "lm_head" in self.target_modules:
+            out.append("lora.target_modules holds lm_head, which TRL's fused loss never trains; remove it")
+        if self.bias not in LORA_BIAS:
+            out.append(f"lora.bias={self.bias!r}: use one of {', '.join(LORA_BIAS)}")
+        return out
+
+
+@dataclass
+class TrainingSettings:
+    """The optimisation schedule, logging and checkpoints."""
+
+    learning_rate: float = 2e-4
+    """Peak learning rate. LoRA tolerates ~10x a full fine-tune's; too high and the loss spikes."""
+    lr_scheduler_type: str = "cosine"
+    """Decay after warm-up: `cosine`, `linear`, `constant`, ..."""
+    per_device_train_batch_size: int = 4
+    """Samples per forward pass. Higher: faster, more memory. Halved automatically on CUDA out-of-memory."""
+    gradient_accumulation_steps: int = 4
+    """Forward passes per optimiser step; effective batch = batch size x this. Doubled when the batch is halved."""
+    num_train_epochs: float = 3
+    """Passes over the train split. More: fits the repository closer, risks memorising it."""
+    max_steps: int = -1
+    """Stop after this many optimiser steps; -1 trains for `num_train_epochs`."""
+    optim: str = "adamw_torch"
+    """Optimiser. `adamw_torch` is plain AdamW; `adamw_8bit` (bitsandbytes, CUDA) saves ~75% of its state memory."""
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    """Share of the steps spent warming the learning rate up from 0 (0.03 is common)."""
+    bf16: bool = True
+    """bfloat16 mixed precision (Ampere or newer). Turned into fp16 on older GPUs, off on CPU."""
+    fp16: bool = False
+    """float16 mixed precision, for GPUs without bf16 (T4, V100); `resolve_for_hardware` sets it."""
+    logging_steps: int = 10
+    """Optimiser steps between logged metrics (loss, learning rate, throughput, memory)."""
+    eval_steps: int = 50
+    """Steps between evaluations on the val split (when the dataset has one)."""
+    save_steps: int = 50
+    """Steps between checkpoints; a cancelled or crashed run resumes from the last one."""
+    save_total_limit: int | None = 2
+    """Checkpoints kept on disk (oldest deleted first); None keeps all."""
+    seed: int = 3407
+    """Adapter initialisation and data order."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass: much less memory for ~20-30% more time."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.learning_rate <= 0:
+            out.append(f"training.learning_rate={self.learning_rate} must be positive (2e-4 is typical for LoRA)")
+        if self.lr_scheduler_type not in SCHEDULERS:
+            out.append(f"training.lr_scheduler_type={self.lr_scheduler_type!r}: use one of {', '.join(SCHEDULERS)}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "eval_steps",
+                     "save_steps"):
+            if getattr(self, name) < 1:
+                out.append(f"training.{name}={getattr(self, name)} must be at least 1")
+        if self.max_steps == 0 or self.max_steps < -1:
+            out.append(f"training.max_steps={self.max_steps}: use a positive step count, or -1 to train by epochs")
+        if self.max_steps == -1 and self.num_train_epochs <= 0:
+            out.append(f"training.num_train_epochs={self.num_train_epochs} must be positive when max_steps is -1")
+        if self.optim not in OPTIMIZERS:
+            out.append(f"training.optim={self.optim!r}: use one of {', '.join(OPTIMIZERS)}")
+        if self.weight_decay < 0:
+            out.append(f"training.weight_decay={self.weight_decay} must be >= 0 (0.01 is typical)")
+        if not 0 <= self.warmup_ratio < 1:
+            out.append(f"training.warmup_ratio={self.warmup_ratio} must be in [0, 1) (0.03 is common)")
+        if self.bf16 and self.fp16:
+            out.append("training.bf16 and training.fp16 are both on; keep one (bf16 where the GPU supports it)")
+        if self.save_total_limit is not None and self.save_total_limit < 1:
+            out.append(f"training.save_total_limit={self.save_total_limit} must be at least 1, or null to keep all")
+        return out
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs besides its data: `engine`, `model`, `lora`, `training`."""
+
+    preset: str | None = None
+    """The preset this config started from (informational; `from_file` applies it)."""
+    engine: str = "auto"
+    """`unsloth` (fused kernels, ~2x faster and leaner; CUDA only), `hf` (transformers + peft, runs anywhere),
+    or `auto`: unsloth when CUDA and unsloth are present, else hf."""
+    model: ModelSettings = field(default_factory=ModelSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.engine not in ENGINES:
+            out.append(f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
+        return out + self.model.problems() + self.lora.problems() + self.training.problems()
+
+    def validate(self) -> "TrainConfig":
+        problems = self.problems()
+        if problems:
+            raise ConfigError(problems)
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
+        """A config from the defaults overlaid with `data` (top-level `engine`, partial `model`/`lora`/`training`)."""
+        return _overlay(cls(), data, source)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """A YAML file overriding a preset: a top-level `preset:` plus partial sections, e.g.
+
+            preset: qwen2.5-coder-7b
+            training: {learning_rate: 1.0e-4, num_train_epochs: 2}
+
+        Without `preset:` the file overrides the defaults (the seed setup). A `train:` section is also accepted.
+        """
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data = data.get("train", data)
+        preset = data.pop("preset", None)
+        base = load_preset(preset) if preset else cls()
+        return _overlay(base, data, str(path))
+
+
+_SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "training": TrainingSettings}
+
+
+def _overlay(base: TrainConfig, data: dict, source: str) -> TrainConfig:
+    """`base` with the keys of `data` replaced; every unknown key is reported at once."""
+    problems = []
+    unknown = set(data) - {"engine", "preset", *_SECTIONS}
+    if unknown:
+        problems.append(f"{source}: unknown top-level key(s) {sorted(unknown)}; known: preset, engine, "
+                        f"{', '.join(_SECTIONS)}")
+    sections = {}
+    for name, cls in _SECTIONS.items():
+        part = data.get(name) or {}
+        if not isinstance(part, dict):
+            problems.append(f"{source}: `{name}` must be a mapping of settings, got {type(part).__name__}")
+            continue
+        known = {f.name for f in fields(cls)}
+        bad = set(part) - known
+        if bad:
+            problems.append(f"{source}: unknown {name} setting(s) {sorted(bad)}; known: {', '.join(sorted(known))}")
+        sections[name] = replace(getattr(base, name), **{k: v for k, v in part.items() if k in known})
+    if problems:
+        raise ConfigError(problems)
+    top = {k: data[k] for k in ("engine", "preset") if k in data}
+    return replace(base, **top, **sections)
+
+
+def list_presets() -> list[str]:
+    """Names of the presets in `data/presets/`, sorted."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_preset(name: str) -> TrainConfig:
+    """The preset `name` (a file `data/presets/<name>.yaml`), validated.
+
+    Raises:
+        ConfigError: no such preset (the message lists the known ones), or the preset itself is invalid.
+    """
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError([f"unknown preset {name!r}; known presets: {', '.join(list_presets())} "
+                           f"(or add data/presets/{name}.yaml)"])
+    data = yaml.safe_load(path.read_text()) or {}
+    return replace(_overlay(TrainConfig(), data, str(path)), preset=name).validate()
+
+
+def resolve_for_hardware(cfg: TrainConfig, cuda: bool, bf16_supported: bool, unsloth_available: bool) -> TrainConfig:
+    """`cfg` fitted to this machine: the engine chosen, precision and 4-bit set to what the hardware can do.
+
+    - engine `auto`: `unsloth` with CUDA and unsloth installed, else `hf`.
+    - CUDA without bf16 (T4, V100): bf16 becomes fp16.
+    - CPU: fp32, no 4-bit, no mixed precision, 8-bit optimisers replaced by `adamw_torch`.
+
+    Raises:
+        ConfigError: the preset needs a GPU and there is none, or `unsloth` was asked for where it cannot run.
+    """
+    cfg.validate()
+    name = cfg.preset or "this config"
+    problems = []
+    if cfg.model.requires_gpu and not cuda:
+        problems.append(f"preset {name!r} trains {cfg.model.name_or_path} and needs a CUDA GPU, and none was "
+                        f"found; on this machine use `--preset tiny` (a small local model, to try the pipeline)")
+    if cfg.engine == "unsloth" and not (cuda and unsloth_available):
+        why = "no CUDA GPU was found" if not cuda else "unsloth is not installed (the `gpu` extra)"
+        problems.append(f"engine 'unsloth' was asked for but {why}; set `engine: auto` or `engine: hf`")
+    if problems:
+        raise ConfigError(problems)
+
+    engine = cfg.engine
+    if engine == "auto":
+        engine = "unsloth" if cuda and unsloth_available else "hf"
+    model, training = cfg.model, cfg.training
+    if not cuda:
+        model = replace(model, dtype="fp32", load_in_4bit=False)
+        optim = "adamw_torch" if training.optim in EIGHT_BIT_OPTIMIZERS else training.optim
+        training = replace(training, bf16=False, fp16=False, optim=optim)
+    else:
+        dtype = model.dtype
+        if dtype == "auto":
+            dtype = "bf16" if bf16_supported else "fp16"
+        elif dtype == "bf16" and not bf16_supported:
+            dtype = "fp16"
+        model = replace(model, dtype=dtype)
+        if training.bf16 and not bf16_supported:
+            training = replace(training, bf16=False, fp16=True)
+    return replace(cfg, engine=engine, model=model, training=training).validate()

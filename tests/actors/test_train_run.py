@@ -1,0 +1,160 @@
+"""Training through the run actor on a real local Ray and store: the tiny model, on the CPU."""
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+import ray
+
+from backend.config import ConfigError
+from backend.train_config import load_preset
+from conftest import REPO
+
+
+def make_dataset(client, project="t", n=48):
+    client.store.upsert_project(project, "/nowhere", None)
+    rows = []
+    for i in range(n):
+        rows.append({"sample_id": f"s{i:03d}", "split": "val" if i % 8 == 0 else "train", "path": f"docs/p{i % 6}.md",
+                     "task": "qa", "language": "en", "instruction": f"What does berth rule {i % 6} say?",
+                     "input": "", "output": f"Berth rule {i % 6} closes the slot window at {10 + i % 6}:00 sharp.",
+                     "messages": None, "run_id": "r", "chunk_id": "c", "start_line": 1, "end_line": 2,
+                     "generator": "test", "template_version": "qa@test"})
+    return client.store.create_dataset(project, rows, source_runs=["r"], config={}, stats={})
+
+
+def tiny(max_steps=None, **training):
+    cfg = load_preset("tiny")
+    if max_steps is not None:
+        cfg.training.max_steps = max_steps
+    for k, v in training.items():
+        setattr(cfg.training, k, v)
+    return cfg
+
+
+@pytest.mark.slow
+def test_training_run_records_metrics_events_and_artifacts(client):
+    version = make_dataset(client)
+    result = client.train("t", tiny(max_steps=12, eval_steps=6, save_steps=6))
+    assert result["status"] == "completed" and result["global_step"] == 12
+    run = result["run_id"]
+    metrics = client.metrics(run).to_pylist()
+    names = {m["name"] for m in metrics}
+    assert {"loss", "learning_rate", "grad_norm", "epoch", "tokens_per_second", "eval_loss", "cpu_percent",
+            "rss_mb", "ram_percent"} <= names
+    losses = [m["value"] for m in metrics if m["name"] == "loss"]
+    assert len(losses) == 12 and sum(losses[-3:]) < sum(losses[:3])
+    kinds = [e["kind"] for e in client.store.run_events(run)]
+    assert kinds[0] == "started" and "completed" in kinds
+    out = client.home / "runs" / run
+    assert (out / "adapter" / "adapter_model.safetensors").exists()
+    assert list((out / "tensorboard").rglob("events.out.tfevents*"))
+    row = client.store.run(run)
+    assert row["config"]["dataset"] == version and row["config"]["seed"] == 3407
+    assert row["config"]["train"]["lora"]["r"] == 8 and row["summary"]["global_step"] == 12
+    listed = {r["run_id"]: r for r in client.runs()}
+    assert listed[run]["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_cancel_then_resume_continues_from_the_checkpoint(client):
+    make_dataset(client)
+    started = client.train("t", tiny(max_steps=80, save_steps=4, eval_steps=1000), wait=False)
+    run = started["run_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        steps = client.metrics(run, ["loss"]).column("step").to_pylist()
+        if steps and max(steps) >= 6:
+            break
+        time.sleep(0.5)
+    assert client.cancel(run) == "cancelling"
+    while client.store.run(run)["status"] not in {"cancelled", "completed", "failed"} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    row = client.store.run(run)
+    assert row["status"] == "cancelled" and row["summary"]["checkpoint"]
+    stopped_at = row["summary"]["global_step"]
+    assert 6 <= stopped_at < 80
+    ray.kill(ray.get_actor(f"train-{run}"))
+
+    resumed = client.train(None, resume_run=run)
+    assert resumed["status"] == "completed" and resumed["global_step"] == 80
+    steps = client.metrics(run, ["loss"]).column("step").to_pylist()
+    after = [s for s in steps[steps.index(stopped_at) + 1:]] if stopped_at in steps else steps
+    assert after and min(after) > 0
+    kinds = [e["kind"] for e in client.store.run_events(run)]
+    assert "cancelled" in kinds and "resumed" in kinds and "resume" in kinds
+
+
+@pytest.mark.slow
+def test_killed_training_actor_resumes_from_its_checkpoint(client):
+    make_dataset(client)
+    run = client.train("t", tiny(max_steps=120, save_steps=4, eval_steps=1000), wait=False)["run_id"]
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        steps = client.metrics(run, ["loss"]).column("step").to_pylist()
+        if steps and max(steps) >= 9:
+            break
+        time.sleep(0.5)
+    ray.kill(ray.get_actor(f"train-{run}"))  # like a crashed process: no checkpoint on the way out
+    assert {r["run_id"]: r for r in client.runs()}[run]["status"] == "interrupted"
+    resumed = client.train(None, resume_run=run)
+    assert resumed["status"] == "completed" and resumed["global_step"] == 120
+    resume = [e for e in client.store.run_events(run) if e["kind"] == "resume"]
+    assert resume and "checkpoint-" in resume[0]["detail"]["checkpoint"]
+
+
+def test_bad_requests_fail_before_a_run_exists(client):
+    with pytest.raises(KeyError):
+        client.train("nope", tiny())
+    client.store.upsert_project("empty", "/x", None)
+    with pytest.raises(ValueError, match="no dataset version"):
+        client.train("empty", tiny())
+    make_dataset(client)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        client.train("t", load_preset("seed"))
+    with pytest.raises(ValueError, match="no dataset version 'v9'"):
+        client.train("t", tiny(), version="v9")
+    cfg = tiny()
+    cfg.model.max_seq_length = 100_000
+    with pytest.raises(ConfigError, match="100000"):
+        client.train("t", cfg)
+    assert [r for r in client.runs() if r["kind"] == "train"] == []
+    assert not (client.home / "runs").exists()
+
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, %(repo)r)
+import ray
+from ray.cluster_utils import Cluster
+from actors.client import DocTune
+from backend.train_config import load_preset
+sys.path[:0] = [%(tests)r, %(tests_root)r]
+from test_train_run import make_dataset
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "node_ip_address": "127.0.0.1"})
+gpu_node = cluster.add_node(num_cpus=1, num_gpus=1, node_ip_address="127.0.0.1")
+cluster.wait_for_nodes()
+client = DocTune(%(home)r, ray_address=cluster.address)
+make_dataset(client)
+cfg = load_preset("tiny")
+cfg.training.max_steps = 2
+result = client.train("t", cfg)
+events = client.store.run_events(result["run_id"])
+print(json.dumps({"status": result["status"], "node": events[0]["detail"]["node"], "gpu_node": gpu_node.node_id}))
+client.store.shutdown()
+ray.shutdown()
+cluster.shutdown()
+"""
+
+
+@pytest.mark.slow
+def test_trainer_is_placed_on_the_gpu_node(tmp_path):
+    code = SCRIPT % {"repo": str(REPO), "tests": str(REPO / "tests" / "actors"), "tests_root": str(REPO / "tests"),
+                     "home": str(tmp_path / "h")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["status"] == "completed" and result["node"] == result["gpu_node"]
