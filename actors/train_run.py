@@ -128,6 +128,10 @@ class TrainRun:
                         "seconds": round(time.monotonic() - started, 1)}
             self.status = status
             self.store.finish_run(self.run_id, status, summary, error)
+            # a finished run must give its GPU to the next queued one, whether or not anyone waits for it;
+            # the result is already on its way to the caller when the timer fires
+            handle = ray.get_runtime_context().current_actor
+            threading.Timer(1.0, ray.kill, args=(handle,)).start()
         return {"run_id": self.run_id, "status": status, "error": error, **summary}
 
     def cancel(self) -> None:
@@ -220,9 +224,7 @@ def start_train_run(client, project: str | None, cfg=None, *, version: str | Non
                 pass  # the actor is still queued behind another run
         if ready:
             break
-    result = ray.get(done)
-    ray.kill(actor)
-    return result
+    return ray.get(done)  # the actor ends itself once the run is over
 
 
 def _ensure_not_running(run_id: str) -> None:
@@ -230,7 +232,10 @@ def _ensure_not_running(run_id: str) -> None:
         actor = ray.get_actor(f"train-{run_id}")
     except ValueError:
         return
-    status = ray.get(actor.progress.remote()).get("status")
+    try:
+        status = ray.get(actor.progress.remote()).get("status")
+    except ray.exceptions.RayActorError:
+        return  # it ended between the lookup and the call
     if status in {"queued", "running"}:
         raise ValueError(f"run {run_id} is still {status}; cancel it first (`doctune cancel {run_id}`)")
     ray.kill(actor)
