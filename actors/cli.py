@@ -105,6 +105,13 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("run")
     ca.add_argument("--json", action="store_true")
 
+    me = sub.add_parser("merge", help="merge a run's adapter into its base model (16-bit), optionally GGUF")
+    me.add_argument("run")
+    me.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    me.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    me.add_argument("--gguf", action="store_true", help="also write GGUF (needs CUDA and Unsloth)")
+    me.add_argument("--json", action="store_true")
+
     co = sub.add_parser("config", help="show resolved configurations")
     co_sub = co.add_subparsers(dest="config_command", required=True)
     cs = co_sub.add_parser("show", help="the model, LoRA and training arguments of a preset")
@@ -495,6 +502,16 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    client = _connect(args)
+    try:
+        result = client.merge(args.run, args.out, args.dtype, args.gguf)
+    except (ValueError, RuntimeError) as exc:
+        raise _UserError(str(exc)) from None
+    _emit(args, result, lambda d: print("\n".join(f"{k}: {v}" for k, v in d.items())))
+    return 0
+
+
 def cmd_config(args) -> int:
     from backend.config import ConfigError
 
@@ -540,7 +557,7 @@ def cmd_demo(args) -> int:
 
     client = _connect(args)
     say = (lambda *a: None) if args.json else print
-    say(f"DocTune demo\n[1/2] ingest: the bundled sample repository {SAMPLE_REPO}")
+    say(f"DocTune demo\n[1/3] ingest: the bundled sample repository {SAMPLE_REPO}")
     report = _run_ingest(client, SAMPLE_REPO, args.project, IngestConfig(), quiet=args.json)
     stats = client.stats(args.project)
     if not args.json:
@@ -548,22 +565,36 @@ def cmd_demo(args) -> int:
         _print_stats(stats)
     # the API when a key is set, else the offline generator: the demo needs neither network nor key
     cfg = SynthConfig(generator="openai" if api_key() else "heuristic")
-    say(f"[2/2] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
+    say(f"[2/3] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
     synth = client.synth(args.project, cfg)
-    datasets = client.datasets(args.project)
+    if not args.json:
+        _print_synth(synth)
+    import ray
+
+    from backend.train_config import load_preset
+
+    gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    train_cfg = load_preset("seed" if gpu else "tiny")
+    if not gpu:
+        # a short run: enough to see the loss fall and an adapter written, in a minute on two cores
+        train_cfg.training.max_steps, train_cfg.training.eval_steps, train_cfg.training.save_steps = 60, 30, 30
+    say(f"[3/3] train a LoRA adapter: preset {train_cfg.preset}"
+        + ("" if gpu else f", {train_cfg.training.max_steps} steps on the CPU"))
+    trained = client.train(args.project, train_cfg)
     if args.json:
         print(json.dumps({"ingest": report.as_dict(), "stats": client.stats(args.project), "synth": synth,
-                          "datasets": datasets}, indent=2, default=str))
+                          "datasets": client.datasets(args.project), "train": trained}, indent=2, default=str))
     else:
-        _print_synth(synth)
-        print("training, evaluation and the dashboard arrive with their issues; export the dataset with\n"
-              f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset")
-    return 0
+        _print_train(trained)
+        print("evaluation and the dashboard arrive with their issues. Meanwhile:\n"
+              f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset\n"
+              f"  tensorboard --logdir {client.home / 'runs'}")
+    return 0 if trained["status"] == "completed" else 1
 
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
             "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
-            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "config": cmd_config,
+            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "merge": cmd_merge, "config": cmd_config,
             "cluster": cmd_cluster, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -106,3 +106,22 @@ class DocTune:
 
     def metrics(self, run_id: str, names: list[str] | None = None):
         return self.store.metrics(run_id, names)
+
+    def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False) -> dict:
+        """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present).
+
+        Raises:
+            ValueError: no completed training run with an adapter.
+            RuntimeError: GGUF asked for without CUDA and Unsloth.
+        """
+        from backend.train import export_gguf, merge_to_16bit
+
+        run = self.store.run(run_id)
+        adapter = (run or {}).get("summary", {}).get("adapter")
+        if not run or run["kind"] != "train" or not adapter:
+            raise ValueError(f"run '{run_id}' has no adapter; only a completed training run can be merged")
+        out = Path(out) if out else self.home / "runs" / run_id / f"merged-{dtype}"
+        result = {"run_id": run_id, "merged": str(merge_to_16bit(Path(adapter), None, out, dtype=dtype))}
+        if gguf:
+            result["gguf"] = str(export_gguf(Path(adapter), out.parent / "gguf"))
+        return result

@@ -37,7 +37,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, token_auth
     else:
         # Ray enables token auth for a new local cluster (good) and warns that it did (noise).
         logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **common)
+        # "local": always a new cluster; without it Ray may join whatever cluster it last recorded in /tmp/ray
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **common)
     return ray.get_runtime_context().gcs_address
 
 

@@ -31,9 +31,9 @@ and the median of the per-repetition ratios is printed as a check on noise):
              bare trainer's return value, and the `train_runtime` metric the actor logged to the store.
              The overhead ratio doctune/bare and the target (<= 1.10) use this.
   tokens/s   non-padding tokens trained on (TRL's `num_tokens`, equal in both) / train_s
-  steady     median step-to-step time over logs after the first --skip-steps, from the logs' tokens and
-             timestamps (doctune: its `tokens_per_second` metric; bare: the same formula, from a callback
-             that only reads the clock); warm-up and the final save left out
+  steady     median tokens/s between consecutive training logs (every step), leaving out the first
+             --skip-steps (doctune: its `tokens_per_second` metric; bare: the same formula, from a callback
+             that only reads the clock); warm-up and the final save left out. Ratio: best bare / best doctune
   inproc     (--inproc) `train_adapter` in this process with a sink that keeps metrics in a list: DocTune's
              callbacks without Ray, the store or the actor's process, to tell the two costs apart
   e2e_s      the whole call: bare = dataset, model, trainer, train, adapter saved; doctune =
@@ -41,8 +41,12 @@ and the median of the per-repetition ratios is printed as a check on noise):
              the model, the training, the adapter, the run recorded). Also printed: the actor's span from
              its `started` to its `completed` event (store timestamps, flushed every second, so ±1 s).
 
-The first bare repetition pays this process's imports and first-run warm-ups inside e2e (not train_s);
-each doctune repetition is a fresh worker process and pays them every time.
+The bare variant runs in this process, which has already imported everything; each doctune repetition is
+a fresh worker process that pays its imports (in e2e) and a slower first few steps (in train_s, not steady).
+
+Noise: at the default 60 steps the training lasts about 1.5 s on one core, and on a machine shared with other
+work the spread between repetitions (10-20%) can exceed the callbacks' cost; the median-per-repetition ratio
+shows it. For a decision use e.g. --max-steps 200 --reps 4.
 
     .venv/bin/python bench/bench_train_overhead.py [--max-steps 60] [--rows 64] [--reps 2]
         [--eval-save-steps N] [--bare-threads N] [--bare-nice N] [--inproc] [--num-cpus N] [--skip-steps 5]

@@ -56,6 +56,11 @@ def test_training_run_records_metrics_events_and_artifacts(client):
     assert row["config"]["train"]["lora"]["r"] == 8 and row["summary"]["global_step"] == 12
     listed = {r["run_id"]: r for r in client.runs()}
     assert listed[run]["status"] == "completed"
+    merged = client.merge(run, dtype="fp32")["merged"]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(merged, local_files_only=True)
+    assert not any("lora" in name for name, _ in model.named_parameters())
 
 
 @pytest.mark.slow
