@@ -105,6 +105,19 @@ def _parser() -> argparse.ArgumentParser:
     ca.add_argument("run")
     ca.add_argument("--json", action="store_true")
 
+    ev = sub.add_parser("eval", help="base against tuned on the held-out split: metrics, intervals, judge")
+    ev.add_argument("--run", required=True, help="a completed training run")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--judge", action=argparse.BooleanOptionalAction, default=False,
+                    help="pairwise LLM judge, both orders (endpoint: --base-url/--model or --config)")
+    ev.add_argument("--base-url", default=None, help="judge endpoint (default DeepSeek)")
+    ev.add_argument("--model", default=None, help="judge model")
+    ev.add_argument("--config", default=None, help="YAML of SynthConfig settings for the judge endpoint")
+    ev.add_argument("--limit", type=int, default=None, help="evaluate the first N prompts of each set")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--json", action="store_true")
+
     me = sub.add_parser("merge", help="merge a run's adapter into its base model (16-bit), optionally GGUF")
     me.add_argument("run")
     me.add_argument("--out", default=None, help="output folder (default: the run folder)")
@@ -502,6 +515,62 @@ def cmd_cancel(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from backend.config import ConfigError
+    from backend.synth_config import SynthConfig
+
+    judge = None
+    if args.judge:
+        try:
+            judge = SynthConfig.from_file(args.config) if args.config else SynthConfig()
+            judge.generator = "openai"
+            if args.base_url:
+                judge.base_url = args.base_url
+            if args.model:
+                judge.model = args.model
+            judge.validate()
+        except ConfigError as exc:
+            raise _UserError(str(exc)) from None
+    client = _connect(args)
+    try:
+        result = client.evaluate(args.run, split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                 batch_size=args.batch_size, judge_cfg=judge)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+    if args.json:
+        out = {"run_id": result["run_id"], "status": result["status"], "error": result.get("error"),
+               "judge": result.get("judge")}
+        for eval_set in (args.split, "retention"):
+            if eval_set in result:
+                out[eval_set] = {m: {"base": v["base"], "tuned": v["tuned"], "delta": v["delta"], "ci": v["ci"]}
+                                 for m, v in result[eval_set]["metrics"].items()}
+                out[eval_set]["flips"] = result[eval_set].get("flips")
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        _print_eval(result, args.split)
+    return 0 if result["status"] == "completed" else 1
+
+
+def _print_eval(r: dict, split: str) -> None:
+    print(f"evaluation {r['run_id']} of {r.get('adapter_run')}: {r['status']}" + (
+        f" ({r['error']})" if r.get("error") else ""))
+    for eval_set in (split, "retention"):
+        if eval_set not in r:
+            continue
+        print(f"  {eval_set} ({r[eval_set]['n']} prompts)   base     tuned    delta  95% interval")
+        for m, v in r[eval_set]["metrics"].items():
+            if v["n"]:
+                print(f"    {m:<13} {v['base']:>8.4f} {v['tuned']:>8.4f} {v['delta']:>+8.4f}  "
+                      f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]" + ("  (lower is better)"
+                                                                   if v.get("better") == "lower" else ""))
+    judge = r.get("judge") or {}
+    if judge.get("skipped"):
+        print(f"  judge: skipped — {judge['skipped']}")
+    for eval_set, w in (judge.get("sets") or {}).items():
+        print(f"  judge ({judge['model']}) on {eval_set}: {w['win']} wins, {w['tie']} ties, {w['loss']} losses; "
+              f"win rate {w['win_rate']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}]")
+
+
 def cmd_merge(args) -> int:
     client = _connect(args)
     try:
@@ -594,7 +663,7 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
             "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
-            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "merge": cmd_merge, "config": cmd_config,
+            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "eval": cmd_eval, "merge": cmd_merge, "config": cmd_config,
             "cluster": cmd_cluster, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -125,3 +125,20 @@ class DocTune:
         if gguf:
             result["gguf"] = str(export_gguf(Path(adapter), out.parent / "gguf"))
         return result
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def evaluate(self, adapter_run: str, *, split: str = "test", limit: int | None = None,
+                 max_new_tokens: int = 128, batch_size: int = 8, judge_cfg=None,
+                 on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Base against tuned for a completed training run, on its held-out split and the retention set.
+
+        Raises:
+            ValueError: not a completed training run, or no samples in `split`.
+        """
+        from actors.eval_run import start_eval_run
+
+        return start_eval_run(self, adapter_run, split=split, limit=limit, max_new_tokens=max_new_tokens,
+                              batch_size=batch_size, judge_cfg=judge_cfg, on_progress=on_progress)
+
+    def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
+        return self.store.eval_results(eval_run, eval_set)

@@ -22,8 +22,8 @@ import ray
 from backend.ratelimit import RateLimiter
 from backend.synth_config import Secret, SynthConfig
 from backend.synthesize import (ParseError, Unit, build_samples, cost_usd, estimate_tokens,
-                                expected_output_tokens, heuristic_response, parse_judgement, parse_samples,
-                                plan_units)
+                                expected_output_tokens, heuristic_response, parse_judgement, parse_pairwise,
+                                parse_samples, plan_units)
 
 
 @ray.remote(num_cpus=0)
@@ -128,6 +128,19 @@ class GeneratorWorker:
                     "cache_key": key, "attempts": failed.attempts, "response": None}
         score, reason = parse_judgement(content)
         return {"sample_id": sample_id, "score": score, "reason": reason, "cache_key": key, "attempts": attempts,
+                "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
+                             "tokens_out": t_out, "cost_usd": cost}}
+
+    async def pairwise(self, key: str, messages: list[dict]) -> dict:
+        """Which of two answers is better (messages from `render_pairwise_messages`)."""
+        try:
+            content, attempts, t_in, t_out, cost = await self.request(
+                messages, sum(estimate_tokens(m["content"]) for m in messages), parse_pairwise)
+        except RequestFailed as failed:
+            return {"cache_key": key, "winner": None, "reason": f"{failed.reason}: {failed.detail}",
+                    "attempts": failed.attempts, "response": None}
+        winner, reason = parse_pairwise(content)
+        return {"cache_key": key, "winner": winner, "reason": reason, "attempts": attempts,
                 "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
                              "tokens_out": t_out, "cost_usd": cost}}
 

@@ -213,6 +213,29 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        5,
+        "evaluation results",
+        """
+        -- one row per held-out prompt of an evaluation run: both outputs side by side, with their scores
+        CREATE TABLE eval_results (
+            run_id VARCHAR NOT NULL,        -- the evaluation run
+            adapter_run VARCHAR NOT NULL,   -- the training run whose adapter was evaluated
+            eval_set VARCHAR NOT NULL,      -- the dataset split (e.g. test) or 'retention'
+            sample_id VARCHAR NOT NULL,
+            task VARCHAR,
+            prompt JSON,
+            reference VARCHAR,
+            base_output VARCHAR,
+            tuned_output VARCHAR,
+            base_scores JSON,
+            tuned_scores JSON,
+            judge VARCHAR,                  -- win | tie | loss (for tuned), NULL when not judged
+            judge_detail JSON,
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -517,6 +540,30 @@ class Store:
             self.con.execute("UPDATE runs SET status = ? WHERE run_id = ?", [status, run_id])
         if summary is not None:
             self.con.execute("UPDATE runs SET summary = ? WHERE run_id = ?", [json.dumps(summary, default=str), run_id])
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def record_eval_results(self, rows: list[dict]) -> None:
+        if rows:
+            now = _now()
+            self._insert("eval_results", [
+                {k: (json.dumps(v, default=str) if k in {"prompt", "base_scores", "tuned_scores", "judge_detail"}
+                     and v is not None else v) for k, v in r.items()} | {"created_at": now} for r in rows])
+
+    def set_eval_judgements(self, run_id: str, verdicts: dict[tuple[str, str], tuple[str, dict]]) -> None:
+        """(eval_set, sample_id) -> (win | tie | loss, detail) for an evaluation run."""
+        with self.transaction():
+            for (eval_set, sample_id), (verdict, detail) in verdicts.items():
+                self.con.execute("UPDATE eval_results SET judge = ?, judge_detail = ? WHERE run_id = ? AND "
+                                 "eval_set = ? AND sample_id = ?",
+                                 [verdict, json.dumps(detail, default=str), run_id, eval_set, sample_id])
+
+    def eval_results(self, run_id: str, eval_set: str | None = None) -> list[dict]:
+        rows = self._dicts("SELECT * EXCLUDE (created_at) FROM eval_results WHERE run_id = ? AND "
+                           "(? IS NULL OR eval_set = ?) ORDER BY eval_set, sample_id", [run_id, eval_set, eval_set])
+        for r in rows:
+            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail"):
+                r[k] = json.loads(r[k]) if r[k] else None
+        return rows
 
     # ---- dataset versions ------------------------------------------------------------------
     def create_dataset(self, project: str, rows: list[dict], *, source_runs: list[str], config: dict,

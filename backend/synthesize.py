@@ -330,6 +330,29 @@ def render_judge_messages(template: PromptTemplate, sample: dict, project: str, 
     return messages, cache_key(cfg.model, messages, request_params(cfg), 0)
 
 
+def parse_pairwise(content: str) -> tuple[str, str]:
+    """(winner "A" | "B" | "tie", reason) from a pairwise judge response.
+
+    Raises:
+        ParseError: no valid winner.
+    """
+    obj = parse_json_object(content)
+    winner = str(obj.get("winner", "")).strip()
+    winner = {"a": "A", "b": "B", "tie": "tie"}.get(winner.lower())
+    if winner is None:
+        raise ParseError(f"pairwise response has no winner A, B or tie: {str(obj)[:200]}")
+    return winner, str(obj.get("reason", ""))
+
+
+def render_pairwise_messages(template: PromptTemplate, question: str, reference: str, a: str, b: str,
+                             project: str, cfg: SynthConfig) -> tuple:
+    """(messages, cache key) asking which of answers `a` and `b` is better."""
+    values = {"project": project, "question": question, "reference": reference, "a": a, "b": b}
+    messages = [{"role": "system", "content": Template(template.system).safe_substitute(values)},
+                {"role": "user", "content": Template(template.user).safe_substitute(values)}]
+    return messages, cache_key(cfg.model, messages, request_params(cfg), 0)
+
+
 def build_samples(unit: Unit, items: list[dict], *, project: str, run_id: str, generator: str,
                   language: str) -> list[dict]:
     """Sample rows with provenance; ids derive from the run and the unit's cache key, so a resumed run

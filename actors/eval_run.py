@@ -1,0 +1,217 @@
+"""The evaluation run: base against tuned on the held-out split and on the retention set, in one actor.
+
+One model is loaded with its adapter; every prompt is generated twice, with the adapter off and on
+(batched, greedy), and scored against its reference. The held-out loss of both is measured on the same
+completion tokens the training loss used. Scores, outputs and statistics go to the store; the optional
+pairwise judge runs afterwards through the generator actors and the shared limiter, each pair judged in
+both orders so position bias cancels.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import ray
+
+from actors.store_actor import StoreClient
+
+METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate", "loss", "perplexity"]
+
+
+@ray.remote(max_concurrency=2)
+class EvalRun:
+    """Generates and scores base vs tuned for one adapter; stores every output."""
+
+    def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, split: str,
+                 limit: int | None, max_new_tokens: int, batch_size: int):
+        self.home, self.run_id, self.adapter_run = Path(home), run_id, adapter_run
+        self.project, self.version, self.split, self.limit = project, version, split, limit
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.store = StoreClient(self.home)
+        self.progress_state = {"status": "queued", "done": 0, "total": 0}
+
+    def run(self) -> dict:
+        import os
+
+        from backend.evaluate import load_retention_set
+        from backend.generate import load_for_eval
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        self.progress_state["status"] = "running"
+        self.store.update_run(self.run_id, status="running")
+        train = self.store.run(self.adapter_run)
+        adapter = Path(train["summary"]["adapter"])
+        rows = [r for r in self.store.dataset_rows(self.project, self.version) if r["split"] == self.split]
+        rows = sorted(rows, key=lambda r: r["sample_id"])[: self.limit]
+        retention = load_retention_set()[: self.limit]
+        for r in retention:
+            r.setdefault("sample_id", r["id"])
+        status, error, summary = "failed", None, {}
+        try:
+            base_path = None
+            if train["config"]["train"]["model"]["name_or_path"] == "tiny":
+                from backend.tiny_model import ensure_tiny_model
+
+                base_path = ensure_tiny_model(self.home / "models")
+            model, tokenizer = load_for_eval(adapter, base_model_path=base_path)
+            self.progress_state["total"] = 2 * (len(rows) + len(retention))
+            summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": self.split}
+            for eval_set, set_rows in ((self.split, rows), ("retention", retention)):
+                results = self._evaluate(model, tokenizer, eval_set, set_rows)
+                self.store.record_eval_results(results)
+                summary[eval_set] = _statistics(results)
+            status = "completed"
+        except Exception as exc:  # stored on the run
+            error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.progress_state["status"] = status
+            self.store.finish_run(self.run_id, status, summary, error)
+            handle = ray.get_runtime_context().current_actor
+            threading.Timer(1.0, ray.kill, args=(handle,)).start()  # give the GPU to the next run
+        return {"run_id": self.run_id, "status": status, "error": error, **summary}
+
+    def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict]) -> list[dict]:
+        from backend.evaluate import score_output
+        from backend.generate import completion_losses, generate, prompt_messages
+        from backend.train import to_prompt_completion
+
+        prompts = [prompt_messages(r) for r in rows]
+        outputs = {}
+        for adapter in (False, True):
+            outputs[adapter] = generate(model, tokenizer, prompts, adapter=adapter, batch_size=self.batch_size,
+                                        max_new_tokens=self.max_new_tokens)
+            self.progress_state["done"] += len(rows)
+        losses = {adapter: completion_losses(model, tokenizer, rows, adapter=adapter, batch_size=self.batch_size)
+                  for adapter in (False, True)}
+        results = []
+        for i, row in enumerate(rows):
+            # the answer the model was trained to give: the output, or a conversation's last assistant turn
+            reference = to_prompt_completion(row)["completion"][-1]["content"]
+            scores = {}
+            for adapter, side in ((False, "base"), (True, "tuned")):
+                s = score_output(outputs[adapter][i]["text"], reference)
+                loss = losses[adapter][i]
+                # NaN: the prompt alone filled max_length, so no answer token was scored
+                s["loss"] = None if math.isnan(loss) else loss
+                s["perplexity"] = None if math.isnan(loss) else math.exp(min(50.0, loss))
+                scores[side] = s
+            results.append({
+                "run_id": self.run_id, "adapter_run": self.adapter_run, "eval_set": eval_set,
+                "sample_id": row["sample_id"], "task": row.get("task"), "prompt": prompts[i],
+                "reference": reference, "base_output": outputs[False][i]["text"],
+                "tuned_output": outputs[True][i]["text"], "base_scores": scores["base"],
+                "tuned_scores": scores["tuned"], "judge": None, "judge_detail": None})
+        return results
+
+    def progress(self) -> dict:
+        return dict(self.progress_state)
+
+
+def _statistics(results: list[dict]) -> dict:
+    """Per metric base, tuned, delta and its paired-bootstrap 95% interval; per-sample flips."""
+    from backend.evaluate import aggregate, flips
+
+    rows = [{"sample_id": r["sample_id"], "base": r["base_scores"], "tuned": r["tuned_scores"]} for r in results]
+    metrics = [m for m in METRICS if any((r["base"] or {}).get(m) is not None for r in rows)]
+    stats = {"n": len(rows), "metrics": aggregate(rows, metrics)}
+    stats["flips"] = {m: {k: len(v) for k, v in flips(rows, m, lower_is_better=m in {"loss", "perplexity"}).items()}
+                      for m in ("rouge_l", "loss") if m in metrics}
+    return stats
+
+
+def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int | None = None,
+                   max_new_tokens: int = 128, batch_size: int = 8, judge_cfg=None, on_progress=None) -> dict:
+    """Evaluate a completed training run's adapter against its base; optionally judge the pairs."""
+    store = client.store
+    train = store.run(adapter_run)
+    if train is None or train["kind"] != "train":
+        raise ValueError(f"no training run '{adapter_run}' (see `doctune runs`)")
+    if train["status"] != "completed" or not train["summary"].get("adapter"):
+        raise ValueError(f"run {adapter_run} is {train['status']} and has no adapter; evaluate a completed run")
+    project, version = train["project"], train["config"]["dataset"]
+    if not any(r["split"] == split for r in store.dataset_rows(project, version)):
+        raise ValueError(f"dataset {version} of project '{project}' has no '{split}' samples")
+    run_id = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": split,
+                                               "limit": limit, "max_new_tokens": max_new_tokens, "greedy": True})
+    store.update_run(run_id, status="queued")
+    resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
+    actor = EvalRun.options(name=f"eval-{run_id}", lifetime="detached", **resources).remote(
+        str(client.home), run_id, adapter_run, project, version, split, limit, max_new_tokens, batch_size)
+    done = actor.run.remote()
+    while True:
+        ready, _ = ray.wait([done], timeout=1.0)
+        if ready:
+            break
+        if on_progress:
+            try:
+                on_progress(ray.get(actor.progress.remote(), timeout=5))
+            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
+                pass
+    result = ray.get(done)
+    if result["status"] == "completed":
+        result["judge"] = judge_pairs(client, run_id, project, judge_cfg)
+        if result["judge"].get("sets"):
+            summary = store.run(run_id)["summary"] | {"judge": result["judge"]}
+            store.update_run(run_id, summary=summary)
+    return result
+
+
+def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
+    """Pairwise judgements of every (base, tuned) pair, in both orders; win/tie/loss with an interval."""
+    from backend.evaluate import combine_pairwise, win_rate
+    from backend.synth_config import Secret, api_key
+    from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
+    from actors.synth_run import GeneratorWorker, Limiter
+
+    if judge_cfg is None:
+        return {"skipped": "no judge endpoint configured (pass --judge with --base-url/--model, and a key "
+                           "for a remote endpoint)"}
+    store = client.store
+    template = load_template(judge_cfg.prompts_dir, "pairwise")
+    results = store.eval_results(run_id)
+    requests = []
+    for r in results:
+        question = "\n\n".join(m["content"] for m in r["prompt"] if m["role"] == "user")
+        ab = render_pairwise_messages(template, question, r["reference"], r["base_output"], r["tuned_output"],
+                                      project, judge_cfg)
+        ba = render_pairwise_messages(template, question, r["reference"], r["tuned_output"], r["base_output"],
+                                      project, judge_cfg)
+        requests.append((r, ab, ba))
+    cached = store.cached_responses([m[1] for _, ab, ba in requests for m in (ab, ba)])
+    limiter = Limiter.remote(judge_cfg.rpm, judge_cfg.tpm, judge_cfg.concurrency, judge_cfg.rate_window_s,
+                             judge_cfg.max_cost_usd)
+    workers = [GeneratorWorker.options(max_concurrency=max(2, judge_cfg.concurrency)).remote(
+        judge_cfg.to_dict(), Secret(api_key()), limiter, project, run_id) for _ in range(judge_cfg.workers)]
+    refs, n = {}, 0
+    for _, ab, ba in requests:
+        for messages, key in (ab, ba):
+            if key not in cached and key not in refs:
+                refs[key] = workers[n % len(workers)].pairwise.remote(key, messages)
+                n += 1
+    answers = dict(zip(refs, ray.get(list(refs.values()))))
+    store.record_synth_batch(run_id, [a["response"] for a in answers.values() if a["response"]],
+                             [dict(x, chunk_id=None, task="pairwise", cache_key=a["cache_key"], attempt=i)
+                              for a in answers.values() for i, x in enumerate(a["attempts"], start=1)], [], [], [])
+
+    def winner(key: str) -> str | None:
+        if key in cached:
+            return parse_pairwise(cached[key]["content"])[0]
+        return answers[key]["winner"]
+
+    verdicts, by_set = {}, {}
+    for r, (_, key_ab), (_, key_ba) in requests:
+        w_ab, w_ba = winner(key_ab), winner(key_ba)
+        if w_ab is None or w_ba is None:
+            continue  # a judge request that kept failing: the pair stays unjudged
+        # the first order showed base as A, the second showed tuned as A
+        outcome = combine_pairwise(w_ab, w_ba)
+        verdicts[(r["eval_set"], r["sample_id"])] = (outcome, {"base_first": w_ab, "tuned_first": w_ba})
+        by_set.setdefault(r["eval_set"], []).append(outcome)
+    store.set_eval_judgements(run_id, verdicts)
+    return {"model": judge_cfg.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
+            "unjudged": len(requests) - len(verdicts)}

@@ -1,0 +1,52 @@
+"""Evaluation through the run actor: the tiny model trained on a fixed answer, base against tuned."""
+
+import pytest
+
+from tests.fake_llm import FakeLLMServer
+from test_train_run import tiny
+
+ANSWER = "Use tidemark.berth() with the ZEBRA window, then call seal_with() before noon."
+
+
+def fixed_answer_dataset(client, project="e", n=64):
+    client.store.upsert_project(project, "/nowhere", None)
+    rows = [{"sample_id": f"s{i:03d}", "split": ["train", "train", "train", "val", "test"][i % 5],
+             "path": f"docs/p{i % 9}.md", "task": "qa", "language": "en",
+             "instruction": f"How do I book berth number {i} for a reefer container?", "input": "", "output": ANSWER,
+             "messages": None, "run_id": "r", "chunk_id": "c", "start_line": 1, "end_line": 2,
+             "generator": "test", "template_version": "qa@test"} for i in range(n)]
+    return client.store.create_dataset(project, rows, source_runs=["r"], config={}, stats={})
+
+
+@pytest.mark.slow
+def test_tuned_beats_base_with_intervals_and_a_judge(client):
+    from backend.synth_config import SynthConfig
+
+    fixed_answer_dataset(client)
+    trained = client.train("e", tiny(max_steps=40, learning_rate=1e-2, eval_steps=100, save_steps=100))
+    assert trained["status"] == "completed", trained.get("error")
+    with FakeLLMServer() as server:
+        judge = SynthConfig(generator="openai", base_url=server.base_url, model="fake-model", concurrency=4,
+                            rpm=6000)
+        result = client.evaluate(trained["run_id"], limit=8, max_new_tokens=32, judge_cfg=judge)
+        pairwise = server.stats()["pairwise"]
+    assert result["status"] == "completed", result.get("error")
+    test = result["test"]["metrics"]
+    assert test["rouge_l"]["tuned"] > test["rouge_l"]["base"] and test["rouge_l"]["ci"][0] > 0
+    assert test["loss"]["tuned"] < test["loss"]["base"] and test["loss"]["ci"][1] < 0
+    assert test["loss"]["better"] == "lower"
+    assert "retention" in result and result["retention"]["n"] == 8
+    rows = client.eval_results(result["run_id"], "test")
+    assert len(rows) == 8 and all(r["base_output"] != r["tuned_output"] for r in rows)
+    assert all(r["tuned_scores"]["rouge_l"] >= r["base_scores"]["rouge_l"] for r in rows)
+    judged = result["judge"]["sets"]["test"]
+    assert judged["win"] + judged["tie"] + judged["loss"] == 8 and pairwise == 2 * 16  # both orders, both sets
+    assert {r["judge"] for r in rows} <= {"win", "tie", "loss"}
+    stored = client.store.run(result["run_id"])
+    assert stored["status"] == "completed" and stored["summary"]["judge"]["model"] == "fake-model"
+
+
+def test_eval_refuses_what_it_cannot_evaluate(client):
+    fixed_answer_dataset(client)
+    with pytest.raises(ValueError, match="no training run"):
+        client.evaluate("train-nope")

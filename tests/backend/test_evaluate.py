@@ -1,0 +1,193 @@
+import itertools
+import random
+
+import pytest
+
+from backend.evaluate import (METRICS, aggregate, bleu, chrf, combine_pairwise, exact_match, flips,
+                              load_retention_set, paired_bootstrap, rouge_l, score_output, syntax_valid,
+                              win_rate)
+from backend.sandbox import extract_python_blocks, python_syntax_errors
+
+REF = "The quick brown fox jumps over the lazy dog near the river bank"
+PARTIAL = "The quick brown fox sleeps under the lazy cat near a river"
+# no word and no character in common with REF (chrF scores character n-grams)
+DISJOINT = "0123 4567 89 #% @@ 314159 2718"
+
+
+# --- per-output metrics -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("metric", [rouge_l, bleu, chrf])
+def test_similarity_metrics_identical_disjoint_partial(metric):
+    assert metric(REF, REF) == pytest.approx(1.0)
+    assert metric(DISJOINT, REF) < 0.1
+    assert 0.1 < metric(PARTIAL, REF) < 0.9
+
+
+def test_rouge_l_tokenizes_punctuation_and_ignores_case():
+    assert rouge_l("FOO(x)", "foo( x )") == pytest.approx(1.0)
+    assert rouge_l("", "") == 1.0
+    assert rouge_l("", "something") == 0.0
+    # LCS of [a b c d] and [a c d e] is [a c d]: P = R = 3/4
+    assert rouge_l("a b c d", "a c d e") == pytest.approx(0.75)
+
+
+def test_bleu_short_sentence_is_smoothed_not_zero():
+    # no 4-gram in common, but most words are: sentence BLEU must not collapse to 0
+    assert bleu("the cat sat", "the cat sat down") > 0
+
+
+def test_exact_match_collapses_whitespace():
+    assert exact_match("  a   b\n c ", "a b c") == 1.0
+    assert exact_match("a b c", "a b d") == 0.0
+    assert exact_match("ab", "a b") == 0.0
+
+
+def test_syntax_valid_none_zero_one():
+    assert syntax_valid("Just prose, no code here.") is None
+    assert syntax_valid("Do this:\n\n```python\nx = [1, 2]\nprint(x)\n```\n") == 1.0
+    assert syntax_valid("```python\ndef f(:\n    pass\n```") == 0.0
+    # one bad block among good ones fails the whole output
+    assert syntax_valid("```python\nx = 1\n```\n\n```python\nif x\n```") == 0.0
+
+
+def test_score_output_keys():
+    scores = score_output("```python\nx = 1\n```", "```python\nx = 1\n```")
+    assert tuple(scores) == METRICS
+    assert scores["exact_match"] == 1.0 and scores["syntax_valid"] == 1.0
+    assert scores["rouge_l"] == pytest.approx(1.0)
+
+
+# --- paired bootstrap and aggregation ---------------------------------------------------------------
+
+def test_bootstrap_constant_improvement():
+    rng = random.Random(1)
+    base = [rng.random() * 0.5 for _ in range(50)]
+    tuned = [b + 0.2 for b in base]
+    r = paired_bootstrap(base, tuned)
+    assert r["n"] == 50
+    assert r["delta"] == pytest.approx(0.2)
+    assert r["tuned"] - r["base"] == pytest.approx(0.2)
+    low, high = r["ci"]
+    assert low - 1e-9 <= 0.2 <= high + 1e-9
+    assert low > 0
+
+
+def test_bootstrap_noise_ci_contains_zero():
+    rng = random.Random(2)
+    base = [rng.random() for _ in range(200)]
+    tuned = [rng.random() for _ in range(200)]  # same distribution
+    r = paired_bootstrap(base, tuned)
+    assert r["ci"][0] < 0 < r["ci"][1]
+
+
+def test_bootstrap_is_deterministic_per_seed():
+    rng = random.Random(3)
+    base = [rng.random() for _ in range(30)]
+    tuned = [rng.random() for _ in range(30)]
+    assert paired_bootstrap(base, tuned, seed=7) == paired_bootstrap(base, tuned, seed=7)
+
+
+def test_bootstrap_skips_none_and_handles_empty():
+    r = paired_bootstrap([0.1, None, 0.3, 0.5], [0.2, 0.9, None, 0.6])
+    assert r["n"] == 2
+    assert r["base"] == pytest.approx(0.3) and r["tuned"] == pytest.approx(0.4)
+    assert r["delta"] == pytest.approx(0.1)
+    empty = paired_bootstrap([None, 1.0], [0.5, None])
+    assert empty == {"base": None, "tuned": None, "delta": None, "ci": None, "n": 0}
+    with pytest.raises(ValueError):
+        paired_bootstrap([0.1], [0.1, 0.2])
+
+
+def rows_for(base_tuned: list[tuple[dict, dict]]) -> list[dict]:
+    return [{"sample_id": f"s{i}", "base": b, "tuned": t} for i, (b, t) in enumerate(base_tuned)]
+
+
+def test_aggregate_marks_lower_is_better():
+    rows = rows_for([({"rouge_l": 0.2, "loss": 3.0}, {"rouge_l": 0.5, "loss": 2.0}),
+                     ({"rouge_l": 0.4, "loss": 2.5}, {"rouge_l": 0.6, "loss": 2.1}),
+                     ({"rouge_l": 0.1}, {"rouge_l": 0.3, "loss": 1.0})])
+    out = aggregate(rows, ["rouge_l", "loss", "perplexity"])
+    assert out["rouge_l"]["better"] == "higher" and out["rouge_l"]["n"] == 3
+    assert out["rouge_l"]["delta"] == pytest.approx((0.3 + 0.2 + 0.2) / 3)
+    assert out["loss"]["better"] == "lower" and out["loss"]["n"] == 2
+    assert out["loss"]["delta"] == pytest.approx(((2.0 - 3.0) + (2.1 - 2.5)) / 2)  # tuned - base, negative
+    assert out["perplexity"]["better"] == "lower" and out["perplexity"]["n"] == 0
+
+
+def test_flips():
+    rows = rows_for([({"rouge_l": 0.2, "loss": 3.0}, {"rouge_l": 0.5, "loss": 2.0}),   # s0 better
+                     ({"rouge_l": 0.6, "loss": 2.0}, {"rouge_l": 0.3, "loss": 2.5}),   # s1 worse
+                     ({"rouge_l": 0.5, "loss": 2.0}, {"rouge_l": 0.52, "loss": 2.01}),  # s2 within tolerance
+                     ({"rouge_l": None}, {"rouge_l": 0.9})])                            # s3 skipped
+    assert flips(rows, "rouge_l") == {"improved": ["s0"], "regressed": ["s1"]}
+    # loss is lower-is-better whether inferred or explicit
+    assert flips(rows, "loss") == {"improved": ["s0"], "regressed": ["s1"]}
+    assert flips(rows, "loss", lower_is_better=True) == {"improved": ["s0"], "regressed": ["s1"]}
+    assert flips(rows, "rouge_l", tolerance=0.01) == {"improved": ["s0", "s2"], "regressed": ["s1"]}
+
+
+# --- pairwise judging ---------------------------------------------------------------------------------
+
+EXPECTED_PAIRWISE = {
+    # (A=base,B=tuned verdict, A=tuned,B=base verdict) -> outcome for tuned
+    ("B", "A"): "win",    # tuned preferred in both positions
+    ("A", "B"): "loss",   # base preferred in both positions
+    ("A", "A"): "tie",    # always first: position bias
+    ("B", "B"): "tie",    # always second: position bias
+    ("tie", "tie"): "tie",
+    ("B", "tie"): "tie",
+    ("tie", "A"): "tie",
+    ("A", "tie"): "tie",
+    ("tie", "B"): "tie",
+}
+
+
+def test_combine_pairwise_all_nine():
+    assert set(EXPECTED_PAIRWISE) == set(itertools.product(("A", "B", "tie"), repeat=2))
+    for (ab, ba), outcome in EXPECTED_PAIRWISE.items():
+        assert combine_pairwise(ab, ba) == outcome, (ab, ba)
+
+
+def test_combine_pairwise_rejects_unknown():
+    assert combine_pairwise(" b ", "a") == "win"
+    with pytest.raises(ValueError):
+        combine_pairwise("C", "A")
+
+
+def test_win_rate():
+    outcomes = ["win"] * 6 + ["tie"] * 2 + ["loss"] * 2
+    r = win_rate(outcomes)
+    assert (r["win"], r["tie"], r["loss"]) == (6, 2, 2)
+    assert r["win_rate"] == pytest.approx(0.7)
+    low, high = r["ci"]
+    assert 0.0 <= low <= 0.7 <= high <= 1.0
+    assert win_rate(["win"] * 5)["ci"] == [1.0, 1.0]
+    assert win_rate([]) == {"win": 0, "tie": 0, "loss": 0, "win_rate": None, "ci": None}
+    with pytest.raises(ValueError):
+        win_rate(["draw"])
+
+
+# --- retention set ------------------------------------------------------------------------------------
+
+def test_retention_set():
+    items = load_retention_set()
+    assert len(items) >= 20
+    ids = [it["id"] for it in items]
+    assert len(ids) == len(set(ids))
+    with_code = 0
+    for it in items:
+        assert {"id", "instruction", "input", "output", "task"} <= set(it)
+        assert it["task"] in {"codegen", "explain", "qa"}
+        assert it["instruction"].strip() and it["output"].strip()
+        assert python_syntax_errors(it["output"]) == [], it["id"]
+        if it["task"] == "codegen":
+            assert extract_python_blocks(it["output"]), f"{it['id']}: codegen reference has no code"
+        with_code += bool(extract_python_blocks(it["output"]))
+    assert with_code >= len(items) // 2
+
+
+def test_load_retention_set_reports_bad_line(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"id": "x"}\n\nnot json\n', encoding="utf-8")
+    with pytest.raises(ValueError, match=":3:"):
+        load_retention_set(path)
