@@ -626,7 +626,7 @@ def cmd_demo(args) -> int:
 
     client = _connect(args)
     say = (lambda *a: None) if args.json else print
-    say(f"DocTune demo\n[1/3] ingest: the bundled sample repository {SAMPLE_REPO}")
+    say(f"DocTune demo\n[1/4] ingest: the bundled sample repository {SAMPLE_REPO}")
     report = _run_ingest(client, SAMPLE_REPO, args.project, IngestConfig(), quiet=args.json)
     stats = client.stats(args.project)
     if not args.json:
@@ -634,7 +634,7 @@ def cmd_demo(args) -> int:
         _print_stats(stats)
     # the API when a key is set, else the offline generator: the demo needs neither network nor key
     cfg = SynthConfig(generator="openai" if api_key() else "heuristic")
-    say(f"[2/3] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
+    say(f"[2/4] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
     synth = client.synth(args.project, cfg)
     if not args.json:
         _print_synth(synth)
@@ -647,18 +647,29 @@ def cmd_demo(args) -> int:
     if not gpu:
         # a short run: enough to see the loss fall and an adapter written, in a minute on two cores
         train_cfg.training.max_steps, train_cfg.training.eval_steps, train_cfg.training.save_steps = 60, 30, 30
-    say(f"[3/3] train a LoRA adapter: preset {train_cfg.preset}"
+    say(f"[3/4] train a LoRA adapter: preset {train_cfg.preset}"
         + ("" if gpu else f", {train_cfg.training.max_steps} steps on the CPU"))
     trained = client.train(args.project, train_cfg)
+    if not args.json:
+        _print_train(trained)
+    if trained["status"] != "completed":
+        return 1
+    limit = None if gpu else 24
+    say(f"[4/4] evaluate base against tuned on the test split and the retention set"
+        + (f" (first {limit} prompts of each)" if limit else ""))
+    judge = cfg if cfg.generator == "openai" else None
+    evaluated = client.evaluate(trained["run_id"], limit=limit, max_new_tokens=64, judge_cfg=judge)
     if args.json:
         print(json.dumps({"ingest": report.as_dict(), "stats": client.stats(args.project), "synth": synth,
-                          "datasets": client.datasets(args.project), "train": trained}, indent=2, default=str))
+                          "datasets": client.datasets(args.project), "train": trained, "eval": evaluated},
+                         indent=2, default=str))
     else:
-        _print_train(trained)
-        print("evaluation and the dashboard arrive with their issues. Meanwhile:\n"
+        evaluated["adapter_run"] = trained["run_id"]
+        _print_eval(evaluated, "test")
+        print("the dashboard arrives with its issue. Meanwhile:\n"
               f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset\n"
               f"  tensorboard --logdir {client.home / 'runs'}")
-    return 0 if trained["status"] == "completed" else 1
+    return 0 if evaluated["status"] == "completed" else 1
 
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,

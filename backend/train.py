@@ -530,10 +530,20 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
 
 
 def _last_checkpoint(checkpoints: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    found = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    return Path(found) if found else None
+    """The newest complete checkpoint. The Trainer writes trainer_state.json after the weights, optimizer,
+    scheduler and RNG state, so a checkpoint without a readable one was cut off mid-save (a killed run):
+    transformers' own get_last_checkpoint would pick it and the resume would fail."""
+    if not checkpoints.is_dir():
+        return None
+    found = [(int(p.name.split("-")[1]), p) for p in checkpoints.glob("checkpoint-*")
+             if p.is_dir() and p.name.split("-")[1].isdigit()]
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text())
+        except (OSError, ValueError):
+            continue
+        return path
+    return None
 
 
 def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, train_rows, val_rows) -> Path:

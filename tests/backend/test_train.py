@@ -369,3 +369,18 @@ def test_importing_the_trainer_imports_neither_unsloth_nor_transformers():
     code = "import sys, backend.train; print(sorted(m for m in ('unsloth', 'transformers', 'trl') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
+    from backend.train import _last_checkpoint
+
+    for step, complete in ((4, True), (8, True), (12, False)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "adapter_model.safetensors").write_bytes(b"x")
+        if complete:
+            (d / "trainer_state.json").write_text('{"global_step": %d}' % step)
+    (tmp_path / "checkpoint-10").mkdir()
+    (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_st')  # torn write
+    assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
+    assert _last_checkpoint(tmp_path / "none") is None
