@@ -118,6 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("--batch-size", type=int, default=8)
     ev.add_argument("--json", action="store_true")
 
+    em = sub.add_parser("eval-matrix", help="base and several adapters on one frozen eval set, in one table")
+    em.add_argument("--runs", nargs="+", required=True, help="training runs (each evaluated on the same prompts)")
+    em.add_argument("--set", default="test", help="eval set: the split, or retention")
+    em.add_argument("--json", action="store_true")
+
     me = sub.add_parser("merge", help="merge a run's adapter into its base model (16-bit), optionally GGUF")
     me.add_argument("run")
     me.add_argument("--out", default=None, help="output folder (default: the run folder)")
@@ -571,6 +576,25 @@ def _print_eval(r: dict, split: str) -> None:
               f"win rate {w['win_rate']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}]")
 
 
+def cmd_eval_matrix(args) -> int:
+    client = _connect(args)
+    try:
+        matrix = client.comparison_matrix(args.runs, args.set)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+
+    def human(d):
+        metrics = [m for m in next(iter(d["table"].values())) if any(v[m] is not None for v in d["table"].values())]
+        print(f"{d['eval_set']} set, {d['prompts']} prompts")
+        print(f"{'model':<34}" + "".join(f"{m:>12}" for m in metrics))
+        for name, row in d["table"].items():
+            print(f"{name:<34}" + "".join(f"{row[m]:>12.4f}" if row[m] is not None else f"{'-':>12}"
+                                          for m in metrics))
+
+    _emit(args, matrix, human)
+    return 0
+
+
 def cmd_merge(args) -> int:
     client = _connect(args)
     try:
@@ -674,7 +698,8 @@ def cmd_demo(args) -> int:
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
             "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
-            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "eval": cmd_eval, "merge": cmd_merge, "config": cmd_config,
+            "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "eval": cmd_eval, "eval-matrix": cmd_eval_matrix,
+            "merge": cmd_merge, "config": cmd_config,
             "cluster": cmd_cluster, "demo": cmd_demo}
 
 if __name__ == "__main__":

@@ -142,3 +142,9 @@ class DocTune:
 
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)
+
+    def comparison_matrix(self, adapter_runs: list[str], eval_set: str = "test") -> dict:
+        """Base and several adapters on one frozen eval set, each metric's mean per model."""
+        from actors.eval_run import comparison_matrix
+
+        return comparison_matrix(self, adapter_runs, eval_set)

@@ -87,6 +87,7 @@ class EvalRun:
             self.progress_state["done"] += len(rows)
         losses = {adapter: completion_losses(model, tokenizer, rows, adapter=adapter, batch_size=self.batch_size)
                   for adapter in (False, True)}
+        passes = self._pass_rates(rows, outputs)
         results = []
         for i, row in enumerate(rows):
             # the answer the model was trained to give: the output, or a conversation's last assistant turn
@@ -98,6 +99,7 @@ class EvalRun:
                 # NaN: the prompt alone filled max_length, so no answer token was scored
                 s["loss"] = None if math.isnan(loss) else loss
                 s["perplexity"] = None if math.isnan(loss) else math.exp(min(50.0, loss))
+                s["pass_rate"] = passes.get((adapter, i))
                 scores[side] = s
             results.append({
                 "run_id": self.run_id, "adapter_run": self.adapter_run, "eval_set": eval_set,
@@ -106,6 +108,17 @@ class EvalRun:
                 "tuned_output": outputs[True][i]["text"], "base_scores": scores["base"],
                 "tuned_scores": scores["tuned"], "judge": None, "judge_detail": None})
         return results
+
+    def _pass_rates(self, rows: list[dict], outputs: dict) -> dict[tuple[bool, int], float]:
+        """For samples whose reference code passed the execution check at curation, run each model's
+        code the same way (sandboxed, against the repository): 1.0 pass, 0.0 anything else."""
+        from backend.evaluate import code_passes
+
+        root = next((p["root"] for p in self.store.projects() if p["name"] == self.project), None)
+        if root is None or not Path(root).is_dir():
+            return {}
+        return {(adapter, i): code_passes(outputs[adapter][i]["text"], root)
+                for i, row in enumerate(rows) if row.get("exec_status") == "pass" for adapter in (False, True)}
 
     def progress(self) -> dict:
         return dict(self.progress_state)
@@ -215,3 +228,38 @@ def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
     store.set_eval_judgements(run_id, verdicts)
     return {"model": judge_cfg.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
             "unjudged": len(requests) - len(verdicts)}
+
+
+def comparison_matrix(client, adapter_runs: list[str], eval_set: str = "test") -> dict:
+    """Base and several adapters on one frozen eval set: each metric's mean per model, in one table.
+
+    Uses each adapter's latest completed evaluation; all of them must have evaluated the same prompts
+    (the same dataset version, split and limit), else the table would compare different questions.
+
+    Raises:
+        ValueError: an adapter without a completed evaluation, or evaluations of different prompt sets.
+    """
+    evals = {}
+    for run in adapter_runs:
+        done = [r for r in client.store.runs(None, 1000) if r["kind"] == "eval" and r["status"] == "completed"
+                and client.store.run(r["run_id"])["config"].get("adapter_run") == run]
+        if not done:
+            raise ValueError(f"training run {run} has no completed evaluation; run `doctune eval --run {run}`")
+        evals[run] = done[0]["run_id"]  # newest first
+    prompt_sets = {run: sorted(r["sample_id"] for r in client.store.eval_results(e, eval_set))
+                   for run, e in evals.items()}
+    first = next(iter(prompt_sets.values()))
+    if any(ids != first for ids in prompt_sets.values()):
+        raise ValueError(f"the evaluations cover different '{eval_set}' prompts; evaluate every adapter on the "
+                         f"same dataset version, split and --limit")
+    table: dict[str, dict[str, float | None]] = {}
+    for run, e in evals.items():
+        rows = client.store.eval_results(e, eval_set)
+        for side, name in (("base_scores", "base"), ("tuned_scores", run)):
+            if name in table:
+                continue
+            table[name] = {}
+            for m in METRICS:
+                values = [r[side].get(m) for r in rows if r[side].get(m) is not None]
+                table[name][m] = round(sum(values) / len(values), 6) if values else None
+    return {"eval_set": eval_set, "prompts": len(first), "evaluations": evals, "table": table}

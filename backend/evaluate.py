@@ -282,3 +282,19 @@ def load_retention_set(path: Path | str | None = None) -> list[dict]:
             raise ValueError(f"{path}:{lineno}: expected a JSON object")
         items.append(item)
     return items
+
+
+def code_passes(output: str, repo_root, timeout_s: float = 10) -> float:
+    """1.0 when the output's Python blocks run cleanly against the repository (sandboxed), else 0.0.
+
+    An output without code, or with only empty blocks, fails: it did not do what a code task asked.
+    """
+    from pathlib import Path
+
+    from backend.sandbox import extract_python_blocks, run_python
+
+    blocks = [b for b in extract_python_blocks(output) if b.strip()]
+    if not blocks:
+        return 0.0
+    result = run_python("\n\n".join(blocks), repo_root=Path(repo_root), timeout_s=timeout_s)
+    return 1.0 if result.status == "pass" else 0.0

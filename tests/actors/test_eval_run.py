@@ -50,3 +50,37 @@ def test_eval_refuses_what_it_cannot_evaluate(client):
     fixed_answer_dataset(client)
     with pytest.raises(ValueError, match="no training run"):
         client.evaluate("train-nope")
+
+
+CODE_ANSWER = "```python\nimport mylib\n```"  # short enough for a 2-layer model to learn exactly
+
+
+@pytest.mark.slow
+def test_pass_rate_runs_outputs_against_the_repository_and_the_matrix_compares_adapters(client, tmp_path):
+    from conftest import write_tree
+
+    root = write_tree(tmp_path / "repo", {"mylib/__init__.py": "def double(x):\n    return 2 * x\n"})
+    client.store.upsert_project("c", str(root), None)
+    rows = [{"sample_id": f"s{i:03d}", "split": ["train", "train", "train", "val", "test"][i % 5],
+             "path": f"docs/p{i % 9}.md", "task": "codegen", "language": "en", "exec_status": "pass",
+             "instruction": f"Show me how to double the number {i} with mylib.", "input": "", "output": CODE_ANSWER,
+             "messages": None, "run_id": "r", "chunk_id": "c", "start_line": 1, "end_line": 2,
+             "generator": "test", "template_version": "codegen@test"} for i in range(60)]
+    client.store.create_dataset("c", rows, source_runs=["r"], config={}, stats={})
+    strong = client.train("c", tiny(max_steps=40, learning_rate=1e-2, eval_steps=100, save_steps=100))
+    weak = client.train("c", tiny(max_steps=3, eval_steps=100, save_steps=100))
+    for run in (strong, weak):
+        assert run["status"] == "completed", run.get("error")
+    evaluated = client.evaluate(strong["run_id"], limit=6, max_new_tokens=40)
+    # every test prompt has an executable check; the 2-layer model rarely writes runnable code, so only the
+    # mechanics are checked here (test_evaluate.py checks code_passes itself)
+    passes = evaluated["test"]["metrics"]["pass_rate"]
+    assert passes["n"] == 6 and passes["base"] == 0.0 and 0.0 <= passes["tuned"] <= 1.0
+    client.evaluate(weak["run_id"], limit=6, max_new_tokens=40)
+    matrix = client.comparison_matrix([strong["run_id"], weak["run_id"]])
+    assert list(matrix["table"]) == ["base", strong["run_id"], weak["run_id"]] and matrix["prompts"] == 6
+    table = matrix["table"]
+    assert table[strong["run_id"]]["rouge_l"] > table[weak["run_id"]]["rouge_l"] >= table["base"]["rouge_l"]
+    client.evaluate(weak["run_id"], limit=3, max_new_tokens=8)  # a different prompt set
+    with pytest.raises(ValueError, match="different"):
+        client.comparison_matrix([strong["run_id"], weak["run_id"]])

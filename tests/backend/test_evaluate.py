@@ -191,3 +191,16 @@ def test_load_retention_set_reports_bad_line(tmp_path):
     path.write_text('{"id": "x"}\n\nnot json\n', encoding="utf-8")
     with pytest.raises(ValueError, match=":3:"):
         load_retention_set(path)
+
+
+def test_code_passes_runs_against_the_repository(tmp_path):
+    from backend.evaluate import code_passes
+
+    (tmp_path / "mylib").mkdir()
+    (tmp_path / "mylib" / "__init__.py").write_text("def double(x):\n    return 2 * x\n")
+    ok = "Here:\n```python\nfrom mylib import double\nassert double(21) == 42\n```"
+    wrong = "```python\nfrom mylib import double\nassert double(2) == 5\n```"
+    assert code_passes(ok, tmp_path) == 1.0
+    assert code_passes(wrong, tmp_path) == 0.0
+    assert code_passes("```python\n```", tmp_path) == 0.0  # an empty block did nothing
+    assert code_passes("no code at all", tmp_path) == 0.0
