@@ -23,7 +23,7 @@ def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[s
     import time
 
     from backend.synthesize import load_template, parse_judgement, render_judge_messages
-    from actors.synth_run import GeneratorWorker, Limiter
+    from actors.synth_run import generator_pool
 
     store = client.store
     template = load_template(synth_cfg.prompts_dir, "judge")
@@ -42,10 +42,7 @@ def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[s
 
     run_id = f"judge-{time.strftime('%Y%m%d-%H%M%S')}"
     store.create_run(run_id, "judge", project, {"model": synth_cfg.model, "samples": len(todo)})
-    limiter = Limiter.remote(synth_cfg.rpm, synth_cfg.tpm, synth_cfg.concurrency, synth_cfg.rate_window_s,
-                             synth_cfg.max_cost_usd)
-    workers = [GeneratorWorker.options(max_concurrency=max(2, synth_cfg.concurrency)).remote(
-        synth_cfg.to_dict(), Secret(api_key()), limiter, project, run_id) for _ in range(synth_cfg.workers)]
+    _, workers = generator_pool(synth_cfg, Secret(api_key()), project, run_id)
     refs = [workers[i % len(workers)].judge.remote(sid, messages, key) for i, (sid, messages, key) in enumerate(todo)]
     results = ray.get(refs)
     judged = []

@@ -179,7 +179,7 @@ def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
     from backend.evaluate import combine_pairwise, win_rate
     from backend.synth_config import Secret, api_key
     from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
-    from actors.synth_run import GeneratorWorker, Limiter
+    from actors.synth_run import generator_pool
 
     if judge_cfg is None:
         return {"skipped": "no judge endpoint configured (pass --judge with --base-url/--model, and a key "
@@ -196,10 +196,7 @@ def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
                                       project, judge_cfg)
         requests.append((r, ab, ba))
     cached = store.cached_responses([m[1] for _, ab, ba in requests for m in (ab, ba)])
-    limiter = Limiter.remote(judge_cfg.rpm, judge_cfg.tpm, judge_cfg.concurrency, judge_cfg.rate_window_s,
-                             judge_cfg.max_cost_usd)
-    workers = [GeneratorWorker.options(max_concurrency=max(2, judge_cfg.concurrency)).remote(
-        judge_cfg.to_dict(), Secret(api_key()), limiter, project, run_id) for _ in range(judge_cfg.workers)]
+    _, workers = generator_pool(judge_cfg, Secret(api_key()), project, run_id)
     refs, n = {}, 0
     for _, ab, ba in requests:
         for messages, key in (ab, ba):

@@ -248,6 +248,14 @@ class GeneratorWorker:
                 "unit": u.as_dict(), "response": response}
 
 
+def generator_pool(cfg: SynthConfig, key: Secret, project: str, run_id: str) -> tuple:
+    """(limiter, generator actors) for one run: every request of the run goes through that one limiter."""
+    limiter = Limiter.remote(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.rate_window_s, cfg.max_cost_usd)
+    workers = [GeneratorWorker.options(max_concurrency=max(2, cfg.concurrency)).remote(
+        cfg.to_dict(), key, limiter, project, run_id) for _ in range(cfg.workers)]
+    return limiter, workers
+
+
 @ray.remote(num_cpus=0)
 class SynthRun:
     """Orchestrates one synthesis run; outlives the command that started it (named `synth-<run id>`)."""
@@ -347,10 +355,8 @@ class SynthRun:
         if not fresh:
             return
         spent = (await self._call("run_usage", self.run_id))["cost_usd"]
-        self.limiter = Limiter.remote(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.rate_window_s, cfg.max_cost_usd)
+        self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
         await self.limiter.add_spent.remote(spent)
-        workers = [GeneratorWorker.options(max_concurrency=max(2, cfg.concurrency)).remote(
-            self.cfg_dict, self.key, self.limiter, self.project, self.run_id) for _ in range(cfg.workers)]
         slots = asyncio.Semaphore(cfg.concurrency)
         budget_hit = False
 
