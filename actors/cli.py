@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -141,6 +142,13 @@ def _parser() -> argparse.ArgumentParser:
     cl.add_argument("action", choices=["start", "stop", "status"])
     cl.add_argument("--num-cpus", type=int, default=None)
     cl.add_argument("--json", action="store_true")
+
+    da = sub.add_parser("dashboard", help="the team dashboard (Streamlit) on this home's runs and datasets")
+    da.add_argument("--host", default="127.0.0.1",
+                    help="address to bind; anything but loopback needs DOCTUNE_DASHBOARD_PASSWORD or "
+                         "DOCTUNE_DASHBOARD_AUTH=oidc")
+    da.add_argument("--port", type=int, default=8501)
+    da.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local cluster it starts")
 
     de = sub.add_parser("demo", help="run the pipeline on the bundled sample repository")
     de.add_argument("--project", default="sample")
@@ -696,11 +704,55 @@ def cmd_demo(args) -> int:
     return 0 if evaluated["status"] == "completed" else 1
 
 
+def cmd_dashboard(args) -> int:
+    """Start (or join) this home's Ray cluster, check the store opens, then hand over to Streamlit."""
+    import ipaddress
+
+    import ray
+
+    from backend.config import resolve_home
+    from actors.runtime import start_local_cluster
+    from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
+
+    loopback = args.host == "localhost" or _is_loopback(args.host, ipaddress)
+    if not loopback and not os.environ.get(PASSWORD_VARIABLE) and os.environ.get(AUTH_VARIABLE) != "oidc":
+        raise _UserError(f"--host {args.host} exposes the dashboard beyond this machine: set {PASSWORD_VARIABLE} "
+                         f"(an access password) or {AUTH_VARIABLE}=oidc (Streamlit's OIDC login, configured in "
+                         ".streamlit/secrets.toml), or keep the default --host 127.0.0.1")
+    home = resolve_home(args.home)
+    env = dict(os.environ, DOCTUNE_HOME=str(home))
+    address = args.ray_address or os.environ.get("RAY_ADDRESS")
+    if address:
+        env["RAY_ADDRESS"] = address
+    else:  # a cluster of this home's own, so runs outlive the dashboard (`doctune cluster stop` ends it)
+        print("starting this home's Ray cluster (runs outlive the dashboard) ...", flush=True)
+        start_local_cluster(home, args.num_cpus)
+    args.home = str(home)
+    _connect(args)  # fails here, with its reason, when another process holds the database
+    ray.shutdown()
+    app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    url = f"http://{args.host}:{args.port}"
+    print(f"DocTune dashboard: {url}  (home {home}; Ctrl-C stops the dashboard, not the runs)", flush=True)
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
+           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--global.developmentMode", "false", "--server.fileWatcherType", "none",
+           "--client.toolbarMode", "minimal"]
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+def _is_loopback(host: str, ipaddress) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
             "synth": cmd_synth, "curate": cmd_curate, "datasets": cmd_datasets, "export": cmd_export,
             "dead-letters": cmd_dead_letters, "train": cmd_train, "cancel": cmd_cancel, "eval": cmd_eval, "eval-matrix": cmd_eval_matrix,
             "merge": cmd_merge, "config": cmd_config,
-            "cluster": cmd_cluster, "demo": cmd_demo}
+            "cluster": cmd_cluster, "dashboard": cmd_dashboard, "demo": cmd_demo}
 
 if __name__ == "__main__":
     sys.exit(main())

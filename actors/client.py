@@ -46,27 +46,31 @@ class DocTune:
     def projects(self) -> list[dict]:
         return self.store.projects()
 
+    def skipped_files(self, project: str, limit: int = 1000) -> list[dict]:
+        """Files ingestion skipped: path, kind, size, reason and the fix-it detail."""
+        table = self.store.files(project, "skipped")
+        return [{k: r[k] for k in ("path", "kind", "size_bytes", "skip_reason", "skip_detail")}
+                for r in table.slice(0, limit).to_pylist()]
+
     def runs(self, project: str | None = None, limit: int = 100) -> list[dict]:
         """Runs, newest first; a `running` run whose actor is gone (its process was killed) shows as
         `interrupted` — rerunning the same command resumes it."""
-        import ray
-
         rows = self.store.runs(project, limit)
         for row in rows:
             if row["status"] in {"running", "queued"} and row["kind"] in {"synth", "train"}:
-                try:
-                    ray.get_actor(f"{row['kind']}-{row['run_id']}")
-                except ValueError:
+                names = [f"{row['kind']}-{row['run_id']}", f"synth-driver-{row['run_id']}"]
+                if not any(_actor_exists(n) for n in names):
                     row["status"] = "interrupted"
         return rows
 
     # ---- synthesis ---------------------------------------------------------------------------
     def synth(self, project: str, cfg, *, retry_failed: bool = False, new_run: bool = False, dry_run: bool = False,
-              on_progress: Callable[[dict], None] | None = None, curate_cfg=None) -> dict:
+              on_progress: Callable[[dict], None] | None = None, curate_cfg=None, wait: bool = True) -> dict:
         """Generate samples for `project`'s chunks, resuming an unfinished run of the same config.
 
         Returns a summary: run id, status, counts, tokens, cost, and the dataset version it curated into.
-        With `dry_run`, only the plan and its cost estimate (nothing is sent).
+        With `dry_run`, only the plan and its cost estimate (nothing is sent). Without `wait`, returns once
+        the run has started; a detached actor sees it through and curates it (`synth_progress` watches it).
 
         Raises:
             KeyError: no such project.
@@ -76,13 +80,57 @@ class DocTune:
         from actors.synth_run import start_synth_run
 
         return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
-                               on_progress=on_progress, curate_cfg=curate_cfg)
+                               on_progress=on_progress, curate_cfg=curate_cfg, wait=wait)
+
+    def retry_dead_letters(self, run_id: str, wait: bool = False) -> dict:
+        """Retry a synthesis run's dead letters under the run's own configuration.
+
+        Raises:
+            ValueError: not a synthesis run, or it has no dead letters.
+        """
+        from dataclasses import fields
+
+        from backend.synth_config import SynthConfig
+
+        run = self.store.run(run_id)
+        if run is None or run["kind"] != "synth":
+            raise ValueError(f"no synthesis run '{run_id}' (see `doctune runs`)")
+        known = {f.name for f in fields(SynthConfig)}
+        cfg = SynthConfig(**{k: v for k, v in run["config"].items() if k in known})
+        return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
+
+    def synth_progress(self, run_id: str) -> dict:
+        """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
+        minute, 429s, tokens, cost. Raises KeyError for an unknown run."""
+        return self.store.synth_progress(run_id)
 
     def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:
         return self.store.dead_letters(project, run_id)
 
     def datasets(self, project: str) -> list[dict]:
         return self.store.datasets(project)
+
+    def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
+        """Splits, task mix, judge scores, coverage and curation stats of a version (the latest by default);
+        None when the project has no dataset yet."""
+        version = version or self.store.latest_dataset(project)
+        return self.store.dataset_profile(project, version) if version else None
+
+    def browse_samples(self, project: str, version: str, *, search: str | None = None, task: str | None = None,
+                       split: str | None = None, limit: int = 50, offset: int = 0) -> dict:
+        """One page of a version's samples matching the filters, with the total number of matches."""
+        return self.store.browse_samples(project, version, search=search or None, task=task, split=split,
+                                         limit=limit, offset=offset)
+
+    def review_dataset(self, project: str, version: str, *, edits: dict[str, dict] | None = None,
+                       rejects: list[str] | None = None, note: str | None = None) -> str:
+        """A reviewer's edits and rejections as a new dataset version; `version` stays as it was.
+
+        Raises:
+            KeyError: no such version or sample.
+            ValueError: nothing to change, or a field that cannot be edited.
+        """
+        return self.store.derive_dataset(project, version, edits=edits, rejects=rejects, note=note)
 
     # ---- training ----------------------------------------------------------------------------
     def train(self, project: str | None, cfg=None, *, version: str | None = None, resume_run: str | None = None,
@@ -106,6 +154,34 @@ class DocTune:
 
     def metrics(self, run_id: str, names: list[str] | None = None):
         return self.store.metrics(run_id, names)
+
+    def metric_series(self, run_ids: list[str], names: list[str], x: str = "step", max_points: int = 400):
+        """Downsampled curves (an Arrow table: run_id, name, x, value, min, max) against step, epoch or
+        num_tokens; at most `max_points` points per run and metric, averaged in the store."""
+        return self.store.metric_series(run_ids, names, x=x, max_points=max_points)
+
+    def metric_names(self, run_ids: list[str]) -> list[str]:
+        return self.store.metric_names(run_ids)
+
+    def run_events(self, run_id: str) -> list[dict]:
+        """What happened to a run besides its metrics: queued, started, checkpoint, oom, cancelled, resumed."""
+        return self.store.run_events(run_id)
+
+    def compare_runs(self, run_ids: list[str]) -> dict:
+        """Training runs side by side: `runs` (status, best eval loss, tokens/s, peak memory, latest
+        evaluation) and `config_diff` (each config key whose value differs between them)."""
+        rows = self.store.run_table(run_ids)
+        flat = {r["run_id"]: _flatten(r["config"]) for r in rows}
+        keys = sorted({k for f in flat.values() for k in f})
+        diff = {k: {run: f.get(k) for run, f in flat.items()} for k in keys
+                if len({repr(f.get(k)) for f in flat.values()}) > 1}
+        return {"runs": rows, "config_diff": diff}
+
+    @staticmethod
+    def presets() -> list[str]:
+        from backend.train_config import list_presets
+
+        return list_presets()
 
     def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False) -> dict:
         """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present).
@@ -143,8 +219,34 @@ class DocTune:
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)
 
+    def eval_view(self, eval_run: str, eval_set: str = "test", *, task: str | None = None, flip: str | None = None,
+                  limit: int = 50, offset: int = 0) -> dict:
+        """One page of an evaluation's side-by-side rows, filtered by task and by flips of ROUGE-L
+        (`improved` / `regressed`), with the judge's win/tie/loss counts for the set."""
+        return self.store.eval_view(eval_run, eval_set, task=task, flip=flip, limit=limit, offset=offset)
+
     def comparison_matrix(self, adapter_runs: list[str], eval_set: str = "test") -> dict:
         """Base and several adapters on one frozen eval set, each metric's mean per model."""
         from actors.eval_run import comparison_matrix
 
         return comparison_matrix(self, adapter_runs, eval_set)
+
+
+def _actor_exists(name: str) -> bool:
+    import ray
+
+    try:
+        ray.get_actor(name)
+        return True
+    except ValueError:
+        return False
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out |= _flatten(v, f"{prefix}{k}.")
+        else:
+            out[f"{prefix}{k}"] = v
+    return out

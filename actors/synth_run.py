@@ -440,8 +440,11 @@ class SynthRun:
 
 
 def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: bool, new_run: bool, dry_run: bool,
-                    on_progress=None, curate_cfg=None) -> dict:
-    """The driver's side of a run: plan, estimate, create or resume the run, start its actor and watch it."""
+                    on_progress=None, curate_cfg=None, wait: bool = True) -> dict:
+    """The driver's side of a run: plan, estimate, create or resume the run, start its actor and watch it.
+
+    Without `wait`, a detached `SynthDriver` actor watches and curates instead, and this returns at once:
+    the run outlives the page or command that started it."""
     import uuid
 
     from backend.synth_config import api_key
@@ -479,8 +482,24 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
         store.create_run(run_id, "synth", project, config)
     else:
         store.set_run_status(run_id, "running")
+    # the plan, for live progress (the run's final summary replaces it)
+    store.update_run(run_id, summary={"units": len(units), "todo": len(todo), "estimate": estimate})
+    plan["run_id"] = run_id
+    if not wait:
+        driver = SynthDriver.options(name=f"synth-driver-{run_id}", lifetime="detached").remote()
+        ray.get(driver.drive.remote(str(client.home), run_id, project, cfg, Secret(api_key()), retry_failed, plan,
+                                    curate_cfg, started=False))
+        return {**plan, "status": "running", "detached": True}
+    return _drive_synth_run(client, run_id, project, cfg, Secret(api_key()), retry_failed, plan, on_progress,
+                            curate_cfg)
+
+
+def _drive_synth_run(client, run_id: str, project: str, cfg: SynthConfig, key: Secret, retry_failed: bool,
+                     plan: dict, on_progress=None, curate_cfg=None) -> dict:
+    """Start the run's actor, watch it to the end, then curate its samples into a dataset version."""
+    store = client.store
     actor = SynthRun.options(name=f"synth-{run_id}", lifetime="detached", max_concurrency=64).remote(
-        str(client.home), run_id, project, cfg.to_dict(), Secret(api_key()), retry_failed)
+        str(client.home), run_id, project, cfg.to_dict(), key, retry_failed)
     ray.get(actor.start.remote())
     done_ref = actor.wait.remote()
     while True:
@@ -501,7 +520,33 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
         from actors.curate_run import curate_runs
 
         summary["dataset"] = curate_runs(client, project, [run_id], curate_cfg)
+        # on the run too, so a page that did not wait for it can show where its samples went
+        store.update_run(run_id, summary=store.run(run_id)["summary"] | {"dataset": summary["dataset"]})
     return summary
+
+
+@ray.remote(num_cpus=0, max_concurrency=2)
+class SynthDriver:
+    """Watches a synthesis run to its end and curates it, for callers that do not wait (the dashboard)."""
+
+    def drive(self, home: str, run_id: str, project: str, cfg: SynthConfig, key: Secret, retry_failed: bool,
+              plan: dict, curate_cfg, started: bool = True) -> dict | None:
+        import threading
+
+        if not started:  # answer the caller at once, then do the work on a thread of this actor
+            threading.Thread(target=self.drive, args=(home, run_id, project, cfg, key, retry_failed, plan,
+                                                      curate_cfg), daemon=True).start()
+            return None
+        from pathlib import Path
+        from types import SimpleNamespace
+
+        from actors.store_actor import StoreClient
+
+        context = SimpleNamespace(home=Path(home), store=StoreClient(Path(home)))
+        try:
+            return _drive_synth_run(context, run_id, project, cfg, key, retry_failed, plan, None, curate_cfg)
+        finally:
+            threading.Timer(1.0, ray.kill, args=(ray.get_runtime_context().current_actor,)).start()
 
 
 def _is_local(url: str) -> bool:

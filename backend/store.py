@@ -660,6 +660,217 @@ class Store:
             },
         }
 
+    # ---- dashboard reads: aggregated here, so a page receives kilobytes whatever the store's size ----
+    def dataset_profile(self, project: str, version: str) -> dict[str, Any]:
+        """What the corpus & dataset page draws for one version: splits, task and language mix,
+        judge-score histogram, execution-check outcomes, coverage of source files, curation stats."""
+        q = self.con.execute
+        base = "FROM dataset_samples WHERE project = ? AND version = ?"
+        args = [project, version]
+        row = q(f"SELECT count(*), count(judge_score), count(DISTINCT path) {base}", args).fetchone()
+        if not q("SELECT count(*) FROM datasets WHERE project = ? AND version = ?", args).fetchone()[0]:
+            raise KeyError(f"{project}/{version}")
+        n, judged, covered = row
+        meta = self._dicts("SELECT parent, note, stats, created_at FROM datasets WHERE project = ? AND version = ?",
+                           args)[0]
+        files_with_chunks = q("SELECT count(DISTINCT path) FROM chunks WHERE project = ?", [project]).fetchone()[0]
+        per_file = q(f"SELECT c, count(*) FROM (SELECT path, count(*) AS c {base} GROUP BY path) GROUP BY c "
+                     "ORDER BY c", args).fetchall()
+        return {
+            "project": project, "version": version, "samples": n, "parent": meta["parent"], "note": meta["note"],
+            "created_at": meta["created_at"], "curation": json.loads(meta["stats"]) if meta["stats"] else {},
+            "splits": dict(q(f"SELECT split, count(*) {base} GROUP BY split ORDER BY split", args).fetchall()),
+            "tasks": dict(q(f"SELECT task, count(*) {base} GROUP BY task ORDER BY task", args).fetchall()),
+            "task_by_split": [dict(zip(("split", "task", "n"), r)) for r in q(
+                f"SELECT split, task, count(*) {base} GROUP BY ALL ORDER BY ALL", args).fetchall()],
+            "languages": dict(q(f"SELECT language, count(*) {base} GROUP BY language ORDER BY 2 DESC",
+                                args).fetchall()),
+            "exec_status": dict(q(f"SELECT coalesce(exec_status, 'not checked'), count(*) {base} GROUP BY 1 "
+                                  "ORDER BY 1", args).fetchall()),
+            "judged": judged,
+            # judge scores are 1-10: one bar per half point
+            "judge_histogram": dict(q(f"SELECT floor(judge_score * 2) / 2 AS s, count(*) {base} "
+                                      "AND judge_score IS NOT NULL GROUP BY s ORDER BY s", args).fetchall()),
+            "coverage": {
+                "files_with_samples": covered, "files_with_chunks": files_with_chunks,
+                "samples_per_file": dict(per_file),
+                "top_files": [dict(zip(("path", "samples"), r)) for r in q(
+                    f"SELECT path, count(*) {base} GROUP BY path ORDER BY 2 DESC, 1 LIMIT 25", args).fetchall()],
+            },
+        }
+
+    def browse_samples(self, project: str, version: str, *, search: str | None = None, task: str | None = None,
+                       split: str | None = None, limit: int = 50, offset: int = 0) -> dict[str, Any]:
+        """One page of a version's samples, filtered; `total` counts every match."""
+        where = ["project = ?", "version = ?"]
+        args: list = [project, version]
+        if search:
+            where.append("(instruction ILIKE ? OR input ILIKE ? OR output ILIKE ? OR path ILIKE ?)")
+            args += [f"%{search}%"] * 4
+        if task:
+            where.append("task = ?")
+            args.append(task)
+        if split:
+            where.append("split = ?")
+            args.append(split)
+        cond = " AND ".join(where)
+        total = self.con.execute(f"SELECT count(*) FROM dataset_samples WHERE {cond}", args).fetchone()[0]
+        rows = self._dicts(
+            f"SELECT sample_id, split, task, language, path, start_line, end_line, judge_score, exec_status, "
+            f"instruction, input, output, messages FROM dataset_samples WHERE {cond} "
+            f"ORDER BY split, sample_id LIMIT ? OFFSET ?", args + [limit, offset])
+        for r in rows:
+            r["messages"] = json.loads(r["messages"]) if r["messages"] else None
+        return {"total": total, "rows": rows}
+
+    def derive_dataset(self, project: str, version: str, *, edits: dict[str, dict] | None = None,
+                       rejects: list[str] | None = None, note: str | None = None) -> str:
+        """A new version: `version`'s rows without `rejects`, with `edits` (sample_id -> {field: text})
+        applied to the copies. The old version is never changed.
+
+        Raises:
+            KeyError: no such version, or an edited/rejected sample that is not in it.
+            ValueError: an edit of a field other than instruction, input or output, or nothing to change.
+        """
+        edits, rejects = edits or {}, list(rejects or [])
+        if not edits and not rejects:
+            raise ValueError("nothing to change: edit or reject at least one sample")
+        bad = sorted({f for e in edits.values() for f in e} - {"instruction", "input", "output"})
+        if bad:
+            raise ValueError(f"only instruction, input and output can be edited, not {bad}")
+        parent = self._dicts("SELECT source_runs, config, stats FROM datasets WHERE project = ? AND version = ?",
+                             [project, version])
+        if not parent:
+            raise KeyError(f"dataset {project}/{version} does not exist")
+        ids = sorted(set(edits) | set(rejects))
+        found = {r[0] for r in self.con.execute(
+            "SELECT sample_id FROM dataset_samples WHERE project = ? AND version = ? AND list_contains(?, sample_id)",
+            [project, version, ids]).fetchall()}
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise KeyError(f"samples not in {project}/{version}: {missing[:5]}")
+        stats = (json.loads(parent[0]["stats"]) if parent[0]["stats"] else {}) | {
+            "edited": len(set(edits) - set(rejects)), "rejected": len(set(rejects)), "derived_from": version}
+        with self.transaction():
+            n = self.con.execute("SELECT count(*) FROM datasets WHERE project = ?", [project]).fetchone()[0]
+            new = f"v{n + 1}"
+            self.con.execute("INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             [project, new, version, parent[0]["source_runs"], parent[0]["config"],
+                              json.dumps(stats), note or f"reviewed copy of {version}", _now()])
+            self.con.execute(
+                "INSERT INTO dataset_samples SELECT * REPLACE (? AS version) FROM dataset_samples "
+                "WHERE project = ? AND version = ? AND NOT list_contains(?, sample_id)",
+                [new, project, version, rejects])
+            for sample_id, fields in edits.items():
+                if sample_id in rejects or not fields:
+                    continue
+                sets = ", ".join(f"{f} = ?" for f in fields)
+                self.con.execute(f"UPDATE dataset_samples SET {sets} WHERE project = ? AND version = ? AND "
+                                 "sample_id = ?", [*fields.values(), project, new, sample_id])
+        return new
+
+    def synth_progress(self, run_id: str) -> dict[str, Any]:
+        """A synthesis run's live figures: usage so far and requests in the last minute."""
+        run = self.run(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        usage = self.run_usage(run_id)
+        rpm = self.con.execute("SELECT count(*) FROM api_requests WHERE run_id = ? AND ts > ? - INTERVAL 60 SECOND",
+                               [run_id, _now()]).fetchone()[0]
+        done = self.con.execute("SELECT count(DISTINCT cache_key) FROM samples WHERE run_id = ?",
+                                [run_id]).fetchone()[0]
+        return usage | {"run_id": run_id, "status": run["status"], "requests_last_minute": rpm,
+                        "units_done": done + usage["dead_letters"], "units": run["summary"].get("units"),
+                        "dataset": run["summary"].get("dataset"), "created_at": run["created_at"],
+                        "finished_at": run["finished_at"], "error": run["error"]}
+
+    def metric_series(self, run_ids: list[str], names: list[str], *, x: str = "step",
+                      max_points: int = 400) -> pa.Table:
+        """run_id, name, x, value (and the bucket's min/max): each series averaged into at most `max_points`
+        buckets of `x`, so a chart gets the same few hundred points for 100 steps or 100,000.
+
+        Args:
+            x: `step`, or another logged metric to plot against (`epoch`, `num_tokens`), matched to each point
+                as its latest value at or before the point's step.
+        """
+        xs = "" if x == "step" else (
+            "ASOF JOIN (SELECT run_id, step, value AS x FROM metrics WHERE list_contains($1, run_id) AND name = $4) xs "
+            "ON m.run_id = xs.run_id AND m.step >= xs.step")
+        x_col = "m.step" if x == "step" else "xs.x"
+        return self._arrow(f"""
+            WITH m AS (SELECT run_id, step, name, value FROM metrics
+                       WHERE list_contains($1, run_id) AND list_contains($2, name) AND isfinite(value)),
+            p AS (SELECT m.run_id, m.name, {x_col} AS x, m.value FROM m {xs}),
+            r AS (SELECT run_id, name, min(x) AS lo, max(x) AS hi FROM p GROUP BY ALL)
+            SELECT run_id, name, avg(x) AS x, avg(value) AS value, min(value) AS min, max(value) AS max
+            FROM p JOIN r USING (run_id, name)
+            GROUP BY run_id, name,
+                     CASE WHEN hi = lo THEN 0 ELSE least(floor((x - lo) / (hi - lo) * $3), $3 - 1) END
+            ORDER BY run_id, name, x""", [run_ids, names, max_points] + ([] if x == "step" else [x]))
+
+    def metric_names(self, run_ids: list[str]) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT DISTINCT name FROM metrics WHERE list_contains(?, run_id) ORDER BY 1", [run_ids]).fetchall()]
+
+    def run_table(self, run_ids: list[str]) -> list[dict]:
+        """Training runs side by side: config, summary, and aggregates of their metrics."""
+        rows = self._dicts("SELECT run_id, project, kind, status, config, summary, created_at, finished_at FROM runs "
+                           "WHERE list_contains(?, run_id) ORDER BY created_at", [run_ids])
+        aggs = {r[0]: r[1:] for r in self.con.execute(
+            """SELECT run_id, min(value) FILTER (WHERE name = 'eval_loss'), min(value) FILTER (WHERE name = 'loss'),
+                      avg(value) FILTER (WHERE name = 'tokens_per_second'),
+                      max(value) FILTER (WHERE name = 'gpu_mem_peak_mb'), max(value) FILTER (WHERE name = 'rss_mb'),
+                      max(step)
+               FROM metrics WHERE list_contains(?, run_id) GROUP BY run_id""", [run_ids]).fetchall()}
+        evals = self._dicts("SELECT run_id, json_extract_string(config, '$.adapter_run') AS adapter_run, summary "
+                            "FROM runs WHERE kind = 'eval' AND status = 'completed' AND "
+                            "list_contains(?, json_extract_string(config, '$.adapter_run')) ORDER BY created_at",
+                            [run_ids])
+        latest_eval = {e["adapter_run"]: json.loads(e["summary"]) if e["summary"] else {} for e in evals}
+        for r in rows:
+            r["config"] = json.loads(r["config"]) if r["config"] else {}
+            r["summary"] = json.loads(r["summary"]) if r["summary"] else {}
+            best_eval, best_loss, tps, gpu, rss, last = aggs.get(r["run_id"], (None,) * 6)
+            r["best_eval_loss"], r["best_train_loss"] = best_eval, best_loss
+            r["tokens_per_second"] = tps if tps is not None else r["summary"].get("tokens_per_second")
+            r["peak_gpu_mb"], r["peak_rss_mb"], r["last_step"] = gpu, rss, last
+            r["eval"] = latest_eval.get(r["run_id"])
+        return rows
+
+    def eval_view(self, run_id: str, eval_set: str, *, task: str | None = None, flip: str | None = None,
+                  metric: str = "rouge_l", tolerance: float = 0.05, limit: int = 50, offset: int = 0) -> dict:
+        """One page of an evaluation's side-by-side rows; `flip` = improved | regressed keeps the samples whose
+        `metric` moved by more than `tolerance` that way (higher is better, as for rouge_l)."""
+        where = ["run_id = ?", "eval_set = ?"]
+        args: list = [run_id, eval_set]
+        if task:
+            where.append("task = ?")
+            args.append(task)
+        delta = (f"(TRY_CAST(json_extract_string(tuned_scores, '$.{metric}') AS DOUBLE) - "
+                 f"TRY_CAST(json_extract_string(base_scores, '$.{metric}') AS DOUBLE))")
+        if flip == "improved":
+            where.append(f"{delta} > ?")
+            args.append(tolerance)
+        elif flip == "regressed":
+            where.append(f"{delta} < ?")
+            args.append(-tolerance)
+        elif flip is not None:
+            raise ValueError(f"flip={flip!r}: use 'improved', 'regressed' or None")
+        cond = " AND ".join(where)
+        total = self.con.execute(f"SELECT count(*) FROM eval_results WHERE {cond}", args).fetchone()[0]
+        rows = self._dicts(f"SELECT * EXCLUDE (created_at) FROM eval_results WHERE {cond} ORDER BY sample_id "
+                           "LIMIT ? OFFSET ?", args + [limit, offset])
+        for r in rows:
+            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail"):
+                r[k] = json.loads(r[k]) if r[k] else None
+        judge = dict(self.con.execute("SELECT coalesce(judge, 'not judged'), count(*) FROM eval_results WHERE "
+                                      "run_id = ? AND eval_set = ? GROUP BY 1", [run_id, eval_set]).fetchall())
+        tasks = [r[0] for r in self.con.execute("SELECT DISTINCT task FROM eval_results WHERE run_id = ? AND "
+                                                "eval_set = ? ORDER BY 1", [run_id, eval_set]).fetchall()]
+        sets = [r[0] for r in self.con.execute("SELECT DISTINCT eval_set FROM eval_results WHERE run_id = ? "
+                                               "ORDER BY 1", [run_id]).fetchall()]
+        return {"total": total, "rows": rows, "judge": judge, "tasks": tasks, "eval_sets": sets}
+
     def files(self, project: str, status: str | None = None) -> pa.Table:
         return self._arrow(
             "SELECT * FROM files WHERE project = $1 AND ($2 IS NULL OR status = $2) ORDER BY path",

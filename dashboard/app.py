@@ -1,0 +1,23 @@
+"""The DocTune dashboard: `doctune dashboard` runs this file with Streamlit. It only declares the pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard.auth import require_login
+
+VIEWS = Path(__file__).parent / "views"
+
+st.set_page_config(page_title="DocTune", page_icon=":material/build:", layout="wide")
+require_login()
+page = st.navigation([
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page(VIEWS / "dataset.py", title="Corpus & dataset", icon=":material/library_books:", url_path="dataset"),
+    st.Page(VIEWS / "synthesis.py", title="Synthesis", icon=":material/science:", url_path="synthesis"),
+    st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:", url_path="training"),
+    st.Page(VIEWS / "compare.py", title="Compare runs", icon=":material/stacked_line_chart:", url_path="compare"),
+    st.Page(VIEWS / "evaluation.py", title="Evaluation", icon=":material/balance:", url_path="evaluation"),
+])
+page.run()

@@ -1,0 +1,85 @@
+"""What every page shares: the client (one per server process), the project picker, charts, error display.
+
+Pages call the client API (`actors/client.py`) only: no SQL and no model code here. Every figure a page draws
+is aggregated in the store first, so a page receives kilobytes whatever the size of the database.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+
+import streamlit as st
+
+LIVE = {"queued", "running"}
+
+
+@st.cache_resource(show_spinner="Connecting to the DocTune runtime…")
+def _client(home: str | None, address: str | None):
+    from actors.client import DocTune
+
+    return DocTune(home, ray_address=address)
+
+
+def client():
+    """The DocTune client of this server process (home and Ray address from the environment)."""
+    return _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
+
+
+@contextmanager
+def failures_shown(what: str):
+    """Turn an exception into a readable error on the page (and keep the rest of the page)."""
+    try:
+        yield
+    except Exception as exc:  # a page shows what went wrong, never a traceback
+        st.error(f"{what} failed: {type(exc).__name__}: {exc}")
+
+
+def project_picker(key: str = "project") -> str | None:
+    """The sidebar's project selector, shared by every page; None (with a hint) when there is no project."""
+    projects = [p["name"] for p in client().projects()]
+    if not projects:
+        st.info("No project yet. Ingest a repository first: `doctune ingest PATH --project NAME` "
+                "(or `doctune demo` for the bundled sample).")
+        return None
+    chosen = st.session_state.get("project")
+    index = projects.index(chosen) if chosen in projects else 0
+    project = st.sidebar.selectbox("Project", projects, index=index, key=f"{key}-select")
+    st.session_state["project"] = project
+    return project
+
+
+def status_label(status: str) -> str:
+    """A run's status as shown; `interrupted` says what to do about it."""
+    return "interrupted (rerun to resume)" if status == "interrupted" else status
+
+
+def fmt_ts(ts) -> str:
+    return ts.strftime("%Y-%m-%d %H:%M:%S") if ts is not None else ""
+
+
+def bar(data: dict, x: str, y: str, title: str, horizontal: bool = False):
+    import plotly.express as px
+
+    keys, values = [str(k) for k in data], list(data.values())
+    fig = (px.bar(x=values, y=keys, orientation="h", labels={"x": y, "y": x}, title=title) if horizontal
+           else px.bar(x=keys, y=values, labels={"x": x, "y": y}, title=title))
+    fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return fig
+
+
+def curves(table, title: str, x_label: str = "step", facet: bool = True):
+    """A Plotly figure of downsampled series (run_id, name, x, value): one panel per metric, one line per run."""
+    import plotly.express as px
+
+    df = table.to_pandas() if hasattr(table, "to_pandas") else table
+    if df.empty:
+        return None
+    n = df["name"].nunique()
+    fig = px.line(df, x="x", y="value", color="run_id", facet_col="name" if facet and n > 1 else None,
+                  facet_col_wrap=2, labels={"x": x_label, "value": ""}, title=title, markers=len(df) < 60)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    fig.update_layout(height=300 * ((n + 1) // 2 if facet and n > 1 else 1), margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.15))
+    fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
+    return fig

@@ -1,0 +1,126 @@
+"""Corpus & dataset: what was ingested, what was skipped and why, what the dataset holds, and a reviewer's
+sample browser whose edits and rejections make a new dataset version (the old one never changes)."""
+
+import pandas as pd
+import streamlit as st
+
+from dashboard.common import bar, client, failures_shown, project_picker
+
+PAGE_SIZE = 25
+
+st.title("Corpus & dataset")
+dt = client()
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _profile(project: str, version: str, _token: int):
+    return dt.dataset_profile(project, version)
+
+
+def corpus(project: str) -> None:
+    stats = dt.stats(project)
+    c = st.columns(5)
+    c[0].metric("Files read", stats["files"])
+    c[1].metric("Skipped", sum(stats["skipped"].values()))
+    c[2].metric("Chunks", stats["chunks"])
+    c[3].metric("Tokens", f"{stats['tokens']:,}")
+    c[4].metric("Dead letters", stats["dead_letters"])
+    if not stats["files"] and not stats["skipped"]:
+        st.info("This project has no files: ingest its repository again.")
+        return
+    left, right = st.columns(2)
+    if stats["files_by_kind"]:
+        left.plotly_chart(bar(stats["files_by_kind"], "kind", "files", "Files by kind"), key="kinds")
+    hist = stats["tokens_per_chunk"]["histogram"]
+    if stats["chunks"]:
+        right.plotly_chart(bar(hist, "tokens per chunk", "chunks", "Chunk sizes (tokens)"), key="tokens")
+    if stats["skipped"]:
+        with st.expander(f"Skipped files ({sum(stats['skipped'].values())}), with reasons"):
+            st.dataframe(pd.DataFrame(dt.skipped_files(project)), hide_index=True)
+
+
+def dataset(project: str) -> None:
+    versions = dt.datasets(project)
+    if not versions:
+        st.info("No dataset version yet: run a synthesis (Synthesis page) — it curates its samples into one.")
+        return
+    names = [v["version"] for v in versions]
+    version = st.selectbox("Dataset version", names, index=len(names) - 1, key="version")
+    profile = _profile(project, version, st.session_state.get("saved", 0))
+    cur = profile["curation"]
+    cov = profile["coverage"]
+    c = st.columns(5)
+    c[0].metric("Samples", f"{profile['samples']:,}")
+    c[1].metric("Test samples", f"{profile['splits'].get('test', 0):,}", help="held out for evaluation")
+    c[2].metric("Duplicate rate", f"{cur['duplicate_rate']:.1%}" if "duplicate_rate" in cur else "n/a",
+                help="exact and near duplicates removed during curation, over the samples it received")
+    c[3].metric("Files covered", f"{cov['files_with_samples']} / {cov['files_with_chunks']}",
+                help="source files with at least one sample, of those with chunks")
+    c[4].metric("Judged", f"{profile['judged']:,}")
+    if profile["parent"]:
+        st.caption(f"Derived from {profile['parent']}: {profile['note'] or ''}")
+    left, right = st.columns(2)
+    left.plotly_chart(bar(profile["tasks"], "task", "samples", "Task mix"), key="tasks")
+    if profile["judge_histogram"]:
+        right.plotly_chart(bar(profile["judge_histogram"], "judge score", "samples", "Judge scores (1–10)"),
+                           key="judge")
+    else:
+        right.info("No judge scores in this version (`doctune curate --judge` adds them).")
+    left, right = st.columns(2)
+    left.plotly_chart(bar({r["path"]: r["samples"] for r in cov["top_files"]}, "file", "samples",
+                          "Coverage: samples per source file (top 25)", horizontal=True), key="coverage")
+    right.plotly_chart(bar(profile["splits"], "split", "samples", "Split sizes"), key="splits")
+    if cur:
+        with st.expander("Curation report"):
+            st.json(cur)
+    browser(project, version, profile)
+
+
+def browser(project: str, version: str, profile: dict) -> None:
+    st.subheader("Sample browser")
+    f = st.columns([3, 1, 1])
+    search = f[0].text_input("Search instruction, input, output or path", key="search")
+    task = f[1].selectbox("Task", [""] + list(profile["tasks"]), key="task", format_func=lambda t: t or "all")
+    split = f[2].selectbox("Split", [""] + list(profile["splits"]), key="split", format_func=lambda t: t or "all")
+    page = st.session_state.get("page", 1)
+    found = dt.browse_samples(project, version, search=search, task=task or None, split=split or None,
+                              limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    pages = max(1, -(-found["total"] // PAGE_SIZE))
+    if page > pages:  # the filters changed under a later page
+        page = st.session_state["page"] = 1
+        found = dt.browse_samples(project, version, search=search, task=task or None, split=split or None,
+                                  limit=PAGE_SIZE)
+    st.number_input(f"Page (of {pages:,}; {found['total']:,} matches)", 1, pages, key="page")
+    rows = found["rows"]
+    if not rows:
+        st.info("No sample matches these filters.")
+        return
+    original = pd.DataFrame([{"reject": False, "sample_id": r["sample_id"], "split": r["split"], "task": r["task"],
+                              "instruction": r["instruction"], "input": r["input"], "output": r["output"],
+                              "path": r["path"], "judge": r["judge_score"]} for r in rows])
+    edited = st.data_editor(original, hide_index=True, key=f"editor-{version}-{page}-{search}-{task}-{split}",
+                            disabled=["sample_id", "split", "task", "path", "judge"],
+                            column_config={"reject": st.column_config.CheckboxColumn("reject", help="drop it")})
+    rejects = edited.loc[edited["reject"], "sample_id"].tolist()
+    edits = {}
+    for (_, before), (_, after) in zip(original.iterrows(), edited.iterrows()):
+        changed = {k: after[k] for k in ("instruction", "input", "output") if after[k] != before[k]}
+        if changed and not after["reject"]:
+            edits[before["sample_id"]] = changed
+    note = st.text_input("Review note", key="note", placeholder="why these changes (stored on the new version)")
+    if st.button(f"Save as a new version ({len(edits)} edited, {len(rejects)} rejected)",
+                 disabled=not (edits or rejects), type="primary"):
+        with failures_shown("Saving the review"):
+            new = dt.review_dataset(project, version, edits=edits, rejects=rejects, note=note or None)
+            st.session_state["saved"] = st.session_state.get("saved", 0) + 1
+            st.success(f"Saved as {new}; {version} is unchanged.")
+
+
+project = project_picker()
+if project:
+    with failures_shown("Loading the corpus"):
+        st.header("Corpus")
+        corpus(project)
+    with failures_shown("Loading the dataset"):
+        st.header("Dataset")
+        dataset(project)

@@ -1,0 +1,98 @@
+"""A store seeded with every kind of row the dashboard shows, at any scale (tests, and the 1M-sample benchmark).
+
+Rows are generated inside DuckDB (`range(n)`), so a million samples take seconds. The shapes follow what the
+real stages write: a project with files (some skipped) and chunks, a finished synthesis run with its request
+log and a dead letter, a curated dataset version, two training runs with curves, and an evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from backend.config import DB_FILENAME
+from backend.store import Store
+
+PROJECT = "seeded"
+TRAIN_RUNS = ("train-seed-a", "train-seed-b")
+EVAL_RUN = "eval-seed-a"
+SYNTH_RUN = "synth-seed"
+TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
+
+
+def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: int = 40) -> dict:
+    """Write the rows into `home`'s database (which no other process may hold) and close it."""
+    home.mkdir(parents=True, exist_ok=True)
+    store = Store(home / DB_FILENAME, role="seed")
+    q = store.con.execute
+    try:
+        store.upsert_project(PROJECT, "/src/seeded", "abc123")
+        q(f"""INSERT INTO files SELECT '{PROJECT}', 'pkg/mod_' || i || CASE WHEN i % 3 = 0 THEN '.md' ELSE '.py' END,
+                CASE WHEN i % 3 = 0 THEN 'markdown' ELSE 'python' END, NULL, 1000 + i, md5(i::VARCHAR), 'abc123',
+                CASE WHEN i % 10 = 9 THEN 'skipped' ELSE 'ok' END,
+                CASE WHEN i % 10 = 9 THEN 'binary' END, CASE WHEN i % 10 = 9 THEN 'contains NUL bytes' END,
+                3, 300, 'c1', now() FROM range({files}) t(i)""")
+        q(f"""INSERT INTO chunks SELECT md5('c' || i), '{PROJECT}', 'pkg/mod_' || (i % {files}) || '.py', 'sha', i,
+                'code', 'python', ['pkg'], 'fn_' || i, 1, 20, 16 + (i * 37) % 900, 'estimate',
+                'def fn_' || i || '(): pass', now() FROM range({files * 3}) t(i)""")
+        store.create_run(SYNTH_RUN, "synth", PROJECT, {"generator": "heuristic", "model": "heuristic",
+                                                       "fingerprint": "f"})
+        q(f"""INSERT INTO api_requests SELECT '{SYNTH_RUN}', md5('c' || i), 'qa', 'k' || i, 1,
+                CASE WHEN i % 20 = 0 THEN 'http_429' ELSE 'ok' END, 200, 500, 300, 0.0002, 40.0, NULL, now()
+                FROM range(200) t(i)""")
+        q(f"""INSERT INTO dead_letters VALUES ('{SYNTH_RUN}', 'k-dead', '{'0' * 32}', 'qa', 'parse_error',
+                'the reply was not JSON', 5, false, now())""")
+        store.finish_run(SYNTH_RUN, "succeeded", {"units": 201, "done": 200, "failed": 1, "samples": samples})
+        q("""INSERT INTO datasets VALUES (?, 'v1', NULL, [?], '{}', ?, NULL, now())""",
+          [PROJECT, SYNTH_RUN, json.dumps({"input": samples + samples // 10, "kept": samples,
+                                           "exact_duplicates": samples // 20, "near_duplicates": samples // 20,
+                                           "duplicate_rate": round(2 * (samples // 20) / (samples + samples // 10), 4)})])
+        q(f"""INSERT INTO dataset_samples SELECT '{PROJECT}', 'v1', 's' || lpad(i::VARCHAR, 8, '0'),
+                CASE WHEN i % 10 = 0 THEN 'test' WHEN i % 10 = 1 THEN 'val' ELSE 'train' END,
+                1 + (i * 7919) % 19 / 2.0, CASE WHEN i % 5 = 0 THEN 'passed' END, '{SYNTH_RUN}', md5('c' || i),
+                'pkg/mod_' || (i * 31 % {files}) || '.py', 1, 20,
+                ['qa', 'codegen', 'explain', 'completion', 'multiturn'][1 + i % 5], 'en',
+                'How do I call fn_' || i || ' in tidemark?', '', 'Call tidemark.fn_' || i || '() with a manifest.',
+                NULL, 'heuristic', 't1' FROM range({samples}) t(i)""")
+        points = metric_points // (2 * 6)  # two runs, six curves each
+        for n, run_id in enumerate(TRAIN_RUNS):
+            lr = 2e-4 * (n + 1)
+            store.create_run(run_id, "train", PROJECT, {"dataset": "v1", "preset": "tiny", "train": {
+                "training": {"learning_rate": lr, "num_train_epochs": 3}, "lora": {"r": 8 * (n + 1)}}})
+            q(f"""INSERT INTO metrics SELECT '{run_id}', s, name, CASE name
+                    WHEN 'loss' THEN 3.0 * exp(-s / {points / 3}) + 0.3 + {n} * 0.1
+                    WHEN 'learning_rate' THEN {lr} * 0.5 * (1 + cos(pi() * s / {points}))
+                    WHEN 'grad_norm' THEN 1.0 + 0.5 * sin(s)
+                    WHEN 'epoch' THEN 3.0 * s / {points}
+                    WHEN 'num_tokens' THEN s * 4096.0
+                    ELSE 900.0 + {n} * 100 END, now()
+                  FROM range(1, {points + 1}) t(s),
+                       (VALUES ('loss'), ('learning_rate'), ('grad_norm'), ('epoch'), ('num_tokens'),
+                               ('rss_mb')) v(name)""")
+            q(f"""INSERT INTO metrics SELECT '{run_id}', s, 'eval_loss', 2.5 * exp(-s / {points / 3}) + 0.5, now()
+                  FROM range({max(1, points // 10)}, {points + 1}, {max(1, points // 10)}) t(s)""")
+            store.finish_run(run_id, "completed", {"global_step": points, "adapter": f"/runs/{run_id}/adapter",
+                                                   "tokens_per_second": 1000.0 + n})
+        store.create_run(EVAL_RUN, "eval", PROJECT, {"adapter_run": TRAIN_RUNS[0], "dataset": "v1", "split": "test"})
+        store.record_eval_results([
+            {"run_id": EVAL_RUN, "adapter_run": TRAIN_RUNS[0], "eval_set": eval_set, "sample_id": f"s{i:08d}",
+             "task": TASKS[i % 5], "prompt": [{"role": "user", "content": f"How do I call fn_{i}?"}],
+             "reference": f"Call tidemark.fn_{i}().", "base_output": f"I do not know fn_{i}.",
+             "tuned_output": f"Call tidemark.fn_{i}() with a manifest.",
+             "base_scores": {"rouge_l": 0.2, "exact_match": 0.0},
+             "tuned_scores": {"rouge_l": 0.2 + (0.3 if i % 3 else -0.1), "exact_match": float(i % 4 == 0)},
+             "judge": ("win", "tie", "loss")[i % 3], "judge_detail": {"orders": 2}}
+            for eval_set in ("test", "retention") for i in range(12)])
+        stats = {"n": 12, "metrics": {
+            "rouge_l": {"base": 0.2, "tuned": 0.4, "delta": 0.2, "ci": [0.1, 0.3], "n": 12, "better": "higher"},
+            "exact_match": {"base": 0.0, "tuned": 0.25, "delta": 0.25, "ci": [0.0, 0.5], "n": 12, "better": "higher"}},
+            "flips": {"rouge_l": {"improved": 8, "regressed": 4}}}
+        verdicts = {"win": 4, "tie": 4, "loss": 4, "win_rate": 0.5, "ci": [0.3, 0.7]}
+        store.finish_run(EVAL_RUN, "completed", {"adapter_run": TRAIN_RUNS[0], "dataset": "v1", "split": "test",
+                                                 "test": stats, "retention": stats,
+                                                 "judge": {"model": "judge-model",
+                                                           "sets": {"test": verdicts, "retention": verdicts}}})
+    finally:
+        store.close()
+    return {"project": PROJECT, "samples": samples, "train_runs": list(TRAIN_RUNS), "eval_run": EVAL_RUN,
+            "synth_run": SYNTH_RUN}
