@@ -7,8 +7,10 @@ comma := ,
 # the CUDA-only extra (unsloth, bitsandbytes) joins when a GPU answers
 GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 EXTRAS := dev$(if $(GPU),$(comma)gpu)
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+CHROMIUM := /usr/bin/chromium
 
-.PHONY: setup demo test test-fast bench clean
+.PHONY: setup browser demo test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -20,19 +22,26 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	touch $@
 
+# the dashboard's end-to-end test drives Debian's chromium with playwright (which cannot download browsers here)
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 demo: $(STAMP)
 	$(BIN)/doctune demo
 
 # everything, slow tests included (what CI runs)
-test: $(STAMP)
+test: $(STAMP) browser
 	$(BIN)/pytest
 
 # the quick loop while developing
 test-fast: $(STAMP)
 	$(BIN)/pytest -m "not slow"
 
-bench: $(STAMP)
+bench: $(STAMP) browser
 	$(BIN)/python bench/bench_chunking.py
+	$(BIN)/python bench/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) data/runtime

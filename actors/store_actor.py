@@ -58,7 +58,7 @@ class StoreClient:
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         self.home = home
-        name = actor_name(home)
+        self.actor_name = name = actor_name(home)
         here = ray.get_runtime_context().get_node_id()
         self.actor = ray.remote(StoreActor).options(
             name=name, get_if_exists=True, lifetime="detached", num_cpus=0, max_concurrency=1,

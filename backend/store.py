@@ -704,9 +704,11 @@ class Store:
         """One page of a version's samples, filtered; `total` counts every match."""
         where = ["project = ?", "version = ?"]
         args: list = [project, version]
-        if search:
-            where.append("(instruction ILIKE ? OR input ILIKE ? OR output ILIKE ? OR path ILIKE ?)")
-            args += [f"%{search}%"] * 4
+        if search:  # a plain substring: _ and % match themselves
+            where.append("(instruction ILIKE ? ESCAPE '\\' OR input ILIKE ? ESCAPE '\\' OR output ILIKE ? ESCAPE '\\' "
+                         "OR path ILIKE ? ESCAPE '\\')")
+            pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern] * 4
         if task:
             where.append("task = ?")
             args.append(task)

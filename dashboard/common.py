@@ -22,15 +22,30 @@ def _client(home: str | None, address: str | None):
 
 
 def client():
-    """The DocTune client of this server process (home and Ray address from the environment)."""
-    return _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
+    """The DocTune client of this server process (home and Ray address from the environment).
+
+    A client whose store actor has gone (the cluster was restarted, the actor killed) is replaced, so the
+    dashboard recovers without a restart."""
+    import ray
+
+    dt = _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
+    try:
+        ray.get_actor(dt.store.actor_name)
+    except ValueError:
+        _client.clear()
+        dt = _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
+    return dt
 
 
 @contextmanager
 def failures_shown(what: str):
     """Turn an exception into a readable error on the page (and keep the rest of the page)."""
+    from streamlit.errors import FragmentHandledException
+
     try:
         yield
+    except FragmentHandledException:
+        raise  # a self-refreshing panel failed and already said why (Streamlit handles the rest)
     except Exception as exc:  # a page shows what went wrong, never a traceback
         st.error(f"{what} failed: {type(exc).__name__}: {exc}")
 

@@ -58,3 +58,11 @@ def test_home_from_environment(tmp_path):
     out = run_cli("ingest", str(root), "--project", "e", env={"DOCTUNE_HOME": str(tmp_path / "envhome")})
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "envhome" / "doctune.duckdb").exists()
+
+
+def test_dashboard_refuses_an_open_address_without_a_gate(tmp_path):
+    out = run_cli("dashboard", "--host", "0.0.0.0", home=tmp_path / "h",
+                  env={"DOCTUNE_DASHBOARD_PASSWORD": "", "DOCTUNE_DASHBOARD_AUTH": ""})
+    assert out.returncode == 2
+    assert "DOCTUNE_DASHBOARD_PASSWORD" in out.stderr and "127.0.0.1" in out.stderr
+    assert not (tmp_path / "h" / "ray_cluster.json").exists()  # refused before starting anything

@@ -13,7 +13,8 @@ dt = client()
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _profile(project: str, version: str, _token: int):
+def _profile(home: str, project: str, version: str):
+    """Cached per home too: every home has its own `v1`, and one process may show several (the tests do)."""
     return dt.dataset_profile(project, version)
 
 
@@ -45,8 +46,13 @@ def dataset(project: str) -> None:
         st.info("No dataset version yet: run a synthesis (Synthesis page) — it curates its samples into one.")
         return
     names = [v["version"] for v in versions]
+    saved = st.session_state.pop("review-saved", None)
+    if saved:  # a review was just saved: show its new version (whose editor starts clean)
+        st.session_state["version"], message = saved
+        st.session_state["note"] = ""
+        st.success(message)
     version = st.selectbox("Dataset version", names, index=len(names) - 1, key="version")
-    profile = _profile(project, version, st.session_state.get("saved", 0))
+    profile = _profile(str(dt.home), project, version)
     cur = profile["curation"]
     cov = profile["coverage"]
     c = st.columns(5)
@@ -112,8 +118,9 @@ def browser(project: str, version: str, profile: dict) -> None:
                  disabled=not (edits or rejects), type="primary"):
         with failures_shown("Saving the review"):
             new = dt.review_dataset(project, version, edits=edits, rejects=rejects, note=note or None)
-            st.session_state["saved"] = st.session_state.get("saved", 0) + 1
-            st.success(f"Saved as {new}; {version} is unchanged.")
+            # move to the new version; staying on this one would offer the same edits as yet another version
+            st.session_state["review-saved"] = (new, f"Saved as {new}; {version} is unchanged.")
+            st.rerun()
 
 
 project = project_picker()

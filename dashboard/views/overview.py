@@ -12,6 +12,11 @@ dt = client()
 @st.fragment(run_every=3)
 def runs_panel():
     """Refreshes itself every 3 s (without rerunning the page): live runs move on their own."""
+    with failures_shown("Loading runs"):
+        runs_table()
+
+
+def runs_table():
     runs = dt.runs(limit=50)
     live = [r for r in runs if r["status"] in LIVE]
     c1, c2, c3 = st.columns(3)
@@ -70,5 +75,4 @@ with failures_shown("Loading projects"):
                         **{f"{k}": n for k, n in sorted(v["splits"].items())}, "note": v["note"] or "",
                         "created": fmt_ts(v["created_at"])} for v in versions]), hide_index=True)
 
-with failures_shown("Loading runs"):
-    runs_panel()
+runs_panel()

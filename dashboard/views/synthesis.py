@@ -85,6 +85,10 @@ def live_progress(run_id: str) -> None:
 
     @st.fragment(run_every=2 if live else None)
     def panel():
+        with failures_shown("Loading the run's progress"):
+            figures()
+
+    def figures():
         q = dt.synth_progress(run_id)
         units = q["units"] or 0
         st.markdown(f"**{run_id}** — {status_label(q['status'])}, started {fmt_ts(q['created_at'])}")

@@ -70,6 +70,10 @@ def watch(run: dict) -> None:
 
     @st.fragment(run_every=2 if run["status"] in LIVE else None)
     def panel():
+        with failures_shown("Loading the run"):
+            figures()
+
+    def figures():
         now = next((r for r in dt.runs(run["project"]) if r["run_id"] == run_id), run)
         s = now["summary"] or {}
         st.markdown(f"**{run_id}** — {status_label(now['status'])}")

@@ -184,3 +184,47 @@ def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
     assert {r["exec_status"] for r in rows if r["path"] == "docs/good.md"} == {"pass"}
     stats = {d["version"]: d for d in client.datasets("x")}[checked]["stats"]
     assert stats["dropped_by_reason"]["exec_failed"] >= 2
+
+
+def wait_for_end(client, run_id: str, timeout_s: float = 120) -> dict:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        progress = client.synth_progress(run_id)
+        if progress["status"] not in {"running", "queued"} and progress["dataset"]:
+            return progress
+        time.sleep(0.3)
+    raise AssertionError(f"run {run_id} did not end within {timeout_s}s: {client.synth_progress(run_id)}")
+
+
+def test_a_run_started_without_waiting_goes_on_and_curates(sample_client, monkeypatch):
+    """What the dashboard does: start, return at once, watch `synth_progress`; a detached driver curates."""
+    monkeypatch.setenv("DOCTUNE_API_KEY", KEY)
+    with FakeLLMServer(latency_s=0.05, api_key=KEY) as server:
+        started = sample_client.synth("s", openai_cfg(server, max_chunks=10, concurrency=2), wait=False)
+        assert started["detached"] and started["status"] == "running"
+        first = sample_client.synth_progress(started["run_id"])
+        assert first["units"] == started["units"] and first["units_done"] < first["units"]
+        assert any(r["run_id"] == started["run_id"] and r["status"] == "running" for r in sample_client.runs("s"))
+        end = wait_for_end(sample_client, started["run_id"])
+        assert end["status"] == "succeeded" and end["units_done"] == end["units"] and end["samples"] > 0
+        assert end["requests"] == server.stats()["requests"] and end["tokens_in"] > 0
+        assert end["dataset"] in {d["version"] for d in sample_client.datasets("s")}
+
+
+def test_dead_letters_retried_from_the_run_alone(sample_client, monkeypatch):
+    """The dashboard's retry button: the run's own config, only its dead letters, without waiting."""
+    monkeypatch.setenv("DOCTUNE_API_KEY", KEY)
+    with FakeLLMServer(latency_s=0.01, faults=Faults(p_500=1.0), api_key=KEY) as server:
+        failed = sample_client.synth("s", openai_cfg(server, max_chunks=4, max_attempts=1))
+        assert failed["dead_letters"] == failed["units"] > 0
+        server.set_faults(Faults())
+        server.reset_stats()
+        retried = sample_client.retry_dead_letters(failed["run_id"])
+        assert retried["run_id"] == failed["run_id"] and retried["detached"]
+        end = wait_for_end(sample_client, failed["run_id"])
+        assert end["dead_letters"] == 0 and end["samples"] > 0
+        assert server.stats()["requests"] == failed["units"]  # only the dead letters were asked again
+    with pytest.raises(ValueError, match="no synthesis run"):
+        sample_client.retry_dead_letters("nope")

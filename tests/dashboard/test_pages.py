@@ -1,0 +1,360 @@
+"""Every dashboard page, run in-process with Streamlit's AppTest on a seeded store and on empty ones.
+
+The pages make their DocTune client in this process (it joins the session's Ray). `dashboard.common` caches one
+client per home for the whole process, so each test has its own home, and the `dash` fixture shuts that home's
+store actor down afterwards. The seed (`tests/seed_store.py`) is written before any client opens the home.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend.config import DB_FILENAME
+from backend.store import Store
+from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
+from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_store
+
+APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
+PAGES = ("overview", "dataset", "synthesis", "training", "compare", "evaluation")
+TIMEOUT = 60  # seconds per script run; a run takes well under one here
+
+
+@pytest.fixture
+def dash(ray_session, home, monkeypatch):
+    """The dashboard's environment pointed at `home`, with no gate; its store actor is closed afterwards."""
+    monkeypatch.setenv("DOCTUNE_HOME", str(home))
+    for name in ("RAY_ADDRESS", PASSWORD_VARIABLE, AUTH_VARIABLE):
+        monkeypatch.delenv(name, raising=False)
+    yield home
+    from dashboard.common import _client, client
+
+    client().store.shutdown()
+    _client.clear()  # the cached client's actor is gone; no later test may be handed it
+
+
+@pytest.fixture
+def seeded(dash) -> dict:
+    return seed_store(dash)
+
+
+def clean(at: AppTest) -> AppTest:
+    assert not at.exception, [e.message for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    if page != "overview":
+        at.switch_page(f"views/{page}.py").run()
+    return clean(at)
+
+
+def titles(at: AppTest) -> list[str]:
+    return [t.value for t in at.title]
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    """Label -> value; where two metrics share a label, the first on the page."""
+    found: dict[str, str] = {}
+    for m in at.metric:
+        found.setdefault(m.label, m.value)
+    return found
+
+
+def table(at: AppTest, column: str):
+    """The one dataframe on the page with this column."""
+    found = [d.value for d in at.dataframe if column in d.value.columns]
+    assert len(found) == 1, f"{len(found)} tables with a column {column!r}"
+    return found[0]
+
+
+def labels(widgets) -> list[str]:
+    return [w.label for w in widgets]
+
+
+# ---- every page on a seeded store ------------------------------------------------------------------------------
+
+def check_overview(at: AppTest) -> None:
+    assert titles(at) == ["Overview"]
+    projects = table(at, "root")
+    assert projects.set_index("project").loc[PROJECT, ["latest", "latest samples"]].tolist() == ["v1", 400]
+    runs = table(at, "kind")
+    assert set(runs["run"]) == {SYNTH_RUN, *TRAIN_RUNS, EVAL_RUN}
+    assert set(runs["project"]) == {PROJECT}
+    assert runs.set_index("run").loc[EVAL_RUN, "summary"] == "ROUGE-L Δ +0.200"
+    assert metrics(at) == {"Live runs": "0", "Runs shown": "4", "Failed or interrupted": "0"}
+    assert not at.info
+
+
+def check_dataset(at: AppTest) -> None:
+    m = metrics(at)
+    assert m["Samples"] == "400" and m["Test samples"] == "40"
+    assert (m["Files read"], m["Skipped"], m["Chunks"], m["Dead letters"]) == ("36", "4", "120", "1")
+    assert set(table(at, "skip_reason")["skip_reason"]) == {"binary"}
+    assert "Sample browser" in [s.value for s in at.subheader]
+    assert labels(at.number_input) == ["Page (of 16; 400 matches)"]
+    editor = at.data_editor
+    assert len(editor) == 1 and editor[0].key == "editor-v1-1---"
+    rows = editor[0].value
+    assert len(rows) == 25 and not rows["reject"].any()
+    assert rows["instruction"].str.match(r"How do I call fn_\d+ in tidemark\?").all()
+    assert labels(at.button) == ["Save as a new version (0 edited, 0 rejected)"] and at.button[0].disabled
+
+
+def check_synthesis(at: AppTest) -> None:
+    assert at.button(key="FormSubmitter:synth-form-Estimate cost").label == "Estimate cost"
+    assert at.selectbox[0].label == "Generator" and at.selectbox[0].value == "heuristic"
+    assert "Start synthesis" not in labels(at.button)  # only after an estimate
+    assert next(s for s in at.selectbox if s.label == "Run").value == SYNTH_RUN
+    assert "Dead letters (1)" in [s.value for s in at.subheader]
+    dead = table(at, "reason")
+    assert dead[["task", "reason", "detail", "attempts"]].values.tolist() == [
+        ["qa", "parse_error", "the reply was not JSON", 5]]
+    assert at.button(key=f"retry-{SYNTH_RUN}").label == "Retry dead letters"
+    assert metrics(at)["429s"] == "10" and metrics(at)["Requests"] == "200"
+
+
+def check_training(at: AppTest) -> None:
+    assert at.button(key="FormSubmitter:train-form-tiny-Start training").label == "Start training"
+    picked = {s.label: s.value for s in at.selectbox}
+    assert picked["Preset"] == "tiny" and picked["Dataset version"] == "v1"
+    assert at.number_input(key="tiny-lora-r").value == 8
+    run = next(s for s in at.selectbox if s.label == "Run")
+    assert sorted(run.options) == [f"{r} (completed)" for r in TRAIN_RUNS]
+    assert metrics(at)["Step"] == "50"
+    assert len(at.get("plotly_chart")) >= 2  # training curves and resources (rss_mb)
+    assert "Nothing queued or running." in [c.value for c in at.caption]
+
+
+def check_compare(at: AppTest) -> None:
+    assert at.multiselect[0].label == "Runs" and sorted(at.multiselect[0].value) == sorted(TRAIN_RUNS)
+    summary = table(at, "ROUGE-L tuned").set_index("run")
+    assert sorted(summary.index) == sorted(TRAIN_RUNS)
+    assert summary.loc[TRAIN_RUNS[0], "ROUGE-L tuned"] == pytest.approx(0.4)  # the evaluated one
+    assert summary.loc[TRAIN_RUNS[0], "judge win rate"] == pytest.approx(0.5)
+    assert summary["steps"].tolist() == [50, 50]
+    diff = table(at, "setting")
+    assert set(diff["setting"]) == {"train.lora.r", "train.training.learning_rate"}
+    assert at.get("plotly_chart"), "no overlay of the curves"
+
+
+def check_evaluation(at: AppTest) -> None:
+    assert at.selectbox[0].value == EVAL_RUN
+    scores = table(at, "metric").set_index("metric")
+    assert sorted(scores.index) == ["exact_match", "rouge_l"]
+    assert scores.loc["rouge_l", ["base", "tuned", "Δ (tuned − base)"]].tolist() == pytest.approx([0.2, 0.4, 0.2])
+    captions = [c.value for c in at.caption]
+    assert "ROUGE-L flips (moved by more than 0.05): 8 improved, 4 regressed, of 12" in captions
+    assert any(c.startswith("Win rate 0.50") for c in captions)
+    assert labels(at.number_input) == ["Page (of 2; 12 rows)"]
+    assert len(side_by_side_rows(at)) == 10
+
+
+CHECKS = {"overview": check_overview, "dataset": check_dataset, "synthesis": check_synthesis,
+          "training": check_training, "compare": check_compare, "evaluation": check_evaluation}
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_on_a_seeded_store(seeded, page):
+    at = open_page(page)
+    CHECKS[page](at)
+
+
+# ---- empty states ----------------------------------------------------------------------------------------------
+
+def bare_project(home: Path) -> None:
+    """A project that was registered but holds nothing: no files, no dataset, no run."""
+    store = Store(home / DB_FILENAME, role="seed")
+    try:
+        store.upsert_project(PROJECT, "/src/bare", "abc123")
+    finally:
+        store.close()
+
+
+EMPTY = {  # what each page says, with no project and with a project that holds nothing
+    "no project": {page: "No project yet" for page in PAGES},
+    "bare project": {"overview": "No runs yet", "dataset": "No dataset version yet",
+                     "synthesis": "No synthesis run yet", "training": "No training run yet",
+                     "compare": "No training run to compare yet", "evaluation": "No evaluation yet"},
+}
+
+
+@pytest.mark.parametrize("state", list(EMPTY))
+def test_every_page_has_an_empty_state(dash, state):
+    if state == "bare project":
+        bare_project(dash)
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    for page in PAGES:
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, (page, [e.message for e in at.exception])
+        assert not at.error, (page, [e.value for e in at.error])
+        infos = [i.value for i in at.info]
+        assert any(i.startswith(EMPTY[state][page]) for i in infos), (page, infos)
+    if state == "bare project":
+        at.switch_page("views/training.py").run()
+        assert "No dataset version to train on yet: run a synthesis first." in [i.value for i in at.info]
+        assert "Start training" not in labels(at.button)
+
+
+# ---- interactions ----------------------------------------------------------------------------------------------
+
+def sample_ids(dt, version: str) -> set[str]:
+    return {r["sample_id"] for r in dt.browse_samples(PROJECT, version, limit=10_000)["rows"]}
+
+
+def test_review_in_the_sample_browser_makes_a_new_version(dash):
+    from dashboard.common import client
+
+    seed_store(dash, samples=60)  # not 400: the page must show this home's v1, not another home's
+    at = open_page("dataset")
+    assert metrics(at)["Samples"] == "60"
+    editor = at.data_editor[0]
+    shown = editor.value
+    edited, rejected = shown["sample_id"][0], shown["sample_id"][1]
+    before = {r["sample_id"]: r for r in client().browse_samples(PROJECT, "v1", limit=100)["rows"]}
+    at.session_state[editor.key] = {"edited_rows": {0: {"output": "Edited by a reviewer."}, 1: {"reject": True}},
+                                    "added_rows": [], "deleted_rows": []}
+    at.text_input(key="note").input("fix one, drop one")
+    clean(at.run())
+    save = at.button[0]
+    assert save.label == "Save as a new version (1 edited, 1 rejected)" and not save.disabled
+    clean(save.click().run())
+
+    assert [s.value for s in at.success] == ["Saved as v2; v1 is unchanged."]
+    dt = client()
+    versions = {v["version"]: v for v in dt.datasets(PROJECT)}
+    assert sorted(versions) == ["v1", "v2"]
+    assert (versions["v2"]["parent"], versions["v2"]["note"], versions["v2"]["samples"]) == ("v1", "fix one, drop one",
+                                                                                             59)
+    assert sample_ids(dt, "v1") - sample_ids(dt, "v2") == {rejected}
+    found = dt.browse_samples(PROJECT, "v2", search="Edited by a reviewer.")
+    assert [r["sample_id"] for r in found["rows"]] == [edited]
+    v1 = {r["sample_id"]: r for r in dt.browse_samples(PROJECT, "v1", limit=100)["rows"]}
+    assert v1 == before  # v1 is unchanged, its edited and rejected samples included
+    assert dt.browse_samples(PROJECT, "v1", search="Edited by a reviewer.")["total"] == 0
+
+    # the page moved to v2: its figures, a clean editor, and nothing left to save twice
+    assert at.selectbox(key="version").value == "v2"
+    assert metrics(at)["Samples"] == "59"
+    assert "Derived from v1: fix one, drop one" in [c.value for c in at.caption]
+    assert at.data_editor[0].key.startswith("editor-v2-")
+    assert at.button[0].label == "Save as a new version (0 edited, 0 rejected)" and at.button[0].disabled
+    assert at.text_input(key="note").value == ""
+    clean(at.run())
+    assert sorted(v["version"] for v in dt.datasets(PROJECT)) == ["v1", "v2"]
+
+
+def test_search_and_filters_narrow_the_sample_browser(dash):
+    seed_store(dash, samples=400)
+    at = open_page("dataset")
+    at.number_input(key="page").set_value(3)
+    clean(at.run())
+    assert labels(at.number_input) == ["Page (of 16; 400 matches)"]
+    assert at.data_editor[0].key == "editor-v1-3---"
+
+    at.text_input(key="search").input("fn_12")  # fn_12 and fn_120 … fn_129
+    clean(at.run())
+    assert labels(at.number_input) == ["Page (of 1; 11 matches)"]
+    assert at.number_input(key="page").value == 1  # page 3 no longer exists: back to the first
+    rows = at.data_editor[0].value
+    assert len(rows) == 11 and rows["instruction"].str.contains("fn_12").all()
+
+    at.text_input(key="search").input("")
+    at.selectbox(key="task").select("qa")  # every 5th sample; of those, i % 10 == 5 are in train
+    at.selectbox(key="split").select("train")
+    clean(at.run())
+    assert labels(at.number_input) == ["Page (of 2; 40 matches)"]
+    rows = at.data_editor[0].value
+    assert set(rows["task"]) == {"qa"} and set(rows["split"]) == {"train"} and len(rows) == 25
+
+    at.selectbox(key="task").select("")
+    at.selectbox(key="split").select("")
+    at.text_input(key="search").input("no sample says this")
+    clean(at.run())
+    assert labels(at.number_input) == ["Page (of 1; 0 matches)"]
+    assert "No sample matches these filters." in [i.value for i in at.info]
+    assert not at.data_editor
+
+
+def side_by_side_rows(at: AppTest) -> list[str]:
+    """The sample ids of the side-by-side viewer's rows, in order (each row starts with `**sample_id** · task`)."""
+    return [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**s")]
+
+
+def test_evaluation_flip_filter_shows_only_those_rows(seeded):
+    at = open_page("evaluation")
+    regressed = [f"s{i:08d}" for i in range(12) if i % 3 == 0]  # tuned ROUGE-L 0.1 against base 0.2
+    for eval_set in ("test", "retention"):
+        at.radio[0].set_value(eval_set)
+        at.selectbox(key="eval-flip").select("regressed")
+        clean(at.run())
+        assert labels(at.number_input) == ["Page (of 1; 4 rows)"], eval_set
+        assert side_by_side_rows(at) == regressed, eval_set
+        tuned = [c.value for c in at.caption if c.value.startswith("Tuned ")]
+        assert len(tuned) == 4 and all(c.startswith("Tuned rouge_l 0.100") for c in tuned), tuned
+
+        at.selectbox(key="eval-flip").select("improved")
+        clean(at.run())
+        assert labels(at.number_input) == ["Page (of 1; 8 rows)"], eval_set
+        assert sorted(side_by_side_rows(at)) == [f"s{i:08d}" for i in range(12) if i % 3], eval_set
+
+    at.selectbox(key="eval-flip").select("regressed")
+    at.selectbox(key="eval-task").select("qa")  # s0 and s6 are qa, s3 and s9 are not
+    clean(at.run())
+    assert side_by_side_rows(at) == ["s00000000"]  # of the qa rows (0, 5, 10) only 0 regressed
+
+
+def test_synthesis_estimate_offers_to_start_without_starting(seeded):
+    from backend.synth_config import SynthConfig
+    from dashboard.common import client
+
+    at = open_page("synthesis")
+    at.button(key="FormSubmitter:synth-form-Estimate cost").click()
+    clean(at.run())
+    assert "Estimate" in [s.value for s in at.subheader]
+    shown = metrics(at)
+    expected = client().synth(PROJECT, SynthConfig(), dry_run=True)["estimate"]
+    assert expected["requests"] > 0
+    assert shown["Requests"] == f"{expected['requests']:,}"
+    assert shown["Tokens in (est.)"] == f"{expected['tokens_in']:,}"
+    assert shown["Done before / cached"] == "0 / 0"
+    assert at.button(key="start-synth").label == "Start synthesis"
+    # an estimate sends nothing and starts nothing
+    assert [r["run_id"] for r in client().runs(PROJECT) if r["kind"] == "synth"] == [SYNTH_RUN]
+
+
+def test_password_gate(seeded, monkeypatch):
+    monkeypatch.setenv(PASSWORD_VARIABLE, "correct horse")
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    clean(at.run())
+    only_the_form = (["DocTune"], ["Access password"], ["Enter"])
+
+    def gate():
+        return titles(at), labels(at.text_input), labels(at.button)
+
+    assert gate() == only_the_form
+    assert not at.dataframe and not at.metric and not at.info
+
+    at.switch_page("views/dataset.py")  # another page's address: the same gate
+    clean(at.run())
+    assert gate() == only_the_form and not at.metric
+
+    at.text_input[0].input("wrong horse")
+    at.button[0].click().run()
+    assert not at.exception
+    assert [e.value for e in at.error] == ["Wrong password."]
+    assert gate() == only_the_form and not at.metric
+
+    at.text_input[0].input("correct horse")
+    at.button[0].click()
+    clean(at.run())
+    assert titles(at) == ["Corpus & dataset"]
+    assert metrics(at)["Samples"] == "400"
+    at.switch_page("views/overview.py")
+    check_overview(clean(at.run()))  # the session stays logged in
