@@ -79,3 +79,32 @@ def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
 
 # test modules import helpers from each other (e.g. the hostile corpus); make their folders importable
 sys.path.insert(0, str(Path(__file__).parent / "backend"))
+sys.path.insert(0, str(Path(__file__).parent / "actors"))
+
+
+# ---- figures: the reliability suite reports what it measured (runs, faults injected, rows lost) ----------
+FIGURES: list[tuple[str, dict]] = []
+FIGURES_FILE = REPO / "test-artifacts" / "reliability.json"
+
+
+@pytest.fixture
+def report(request):
+    """`report(key=value, ...)`: figures of this test, printed at the end of the session and written to
+    test-artifacts/reliability.json."""
+
+    def record(**figures):
+        FIGURES.append((request.node.nodeid, figures))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not FIGURES:
+        return
+    import json
+
+    terminalreporter.section("reliability figures")
+    for test, figures in FIGURES:
+        terminalreporter.write_line(f"{test}: " + ", ".join(f"{k}={v}" for k, v in figures.items()))
+    FIGURES_FILE.parent.mkdir(parents=True, exist_ok=True)
+    FIGURES_FILE.write_text(json.dumps([{"test": t, **f} for t, f in FIGURES], indent=2, default=str))

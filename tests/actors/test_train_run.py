@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-import ray
 
 from backend.config import ConfigError
 from backend.train_config import load_preset
@@ -97,19 +96,6 @@ def test_cancel_then_resume_continues_from_the_checkpoint(client):
     assert "cancelled" in kinds and "resumed" in kinds and "resume" in kinds
 
 
-@pytest.mark.slow
-def test_killed_training_actor_resumes_from_its_checkpoint(client):
-    make_dataset(client)
-    run = client.train("t", tiny(max_steps=120, save_steps=4, eval_steps=1000), wait=False)["run_id"]
-    wait_for_step(client, run, 9)
-    ray.kill(ray.get_actor(f"train-{run}"))  # like a crashed process: no checkpoint on the way out
-    assert {r["run_id"]: r for r in client.runs()}[run]["status"] == "interrupted"
-    resumed = client.train(None, resume_run=run)
-    assert resumed["status"] == "completed" and resumed["global_step"] == 120, resumed.get("error")
-    resume = [e for e in client.store.run_events(run) if e["kind"] == "resume"]
-    assert resume and "checkpoint-" in resume[0]["detail"]["checkpoint"]
-
-
 def test_bad_requests_fail_before_a_run_exists(client):
     with pytest.raises(KeyError):
         client.train("nope", tiny())
@@ -132,7 +118,6 @@ def test_bad_requests_fail_before_a_run_exists(client):
 SCRIPT = """
 import json, sys
 sys.path.insert(0, %(repo)r)
-import ray
 from ray.cluster_utils import Cluster
 from actors.client import DocTune
 from backend.train_config import load_preset

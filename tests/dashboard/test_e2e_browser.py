@@ -10,92 +10,22 @@ API key in the dashboard's environment, no page's HTML contains it. Screenshots 
 
 from __future__ import annotations
 
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from backend.config import SAMPLE_REPO
 from conftest import REPO, run_cli
+from tests import dashboard_browser as browser
+from tests.dashboard_browser import PAGES, kill, settle, start_dashboard
 from tests.fake_llm import FakeLLMServer
 
-CHROMIUM = "/usr/bin/chromium"
 KEY = "sk-dashboard-e2e-SECRET-4242"
 SHOTS = REPO / "test-artifacts" / "dashboard"
-PAGES = ("overview", "dataset", "synthesis", "training", "compare", "evaluation")
-BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_dashboard(home: Path, port: int, env: dict) -> subprocess.Popen:
-    cmd = [str(Path(sys.executable).parent / "doctune"), "--home", str(home), "dashboard", "--port", str(port)]
-    full = dict(os.environ, **env)
-    full.pop("RAY_ADDRESS", None)
-    log = open(home / f"dashboard-{port}.log", "ab")
-    proc = subprocess.Popen(cmd, env=full, stdout=log, stderr=log, start_new_session=True, cwd=REPO)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, (home / f"dashboard-{port}.log").read_text()[-3000:]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError("the dashboard did not answer within 120 s")
-
-
-def kill(proc: subprocess.Popen, sig=signal.SIGTERM) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
-DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
-
-
-def settle(page) -> None:
-    """Wait until Streamlit has finished running the page's script (twice: a run may start another)."""
-    for _ in range(2):
-        page.wait_for_selector(DONE, timeout=90_000)
-        page.wait_for_selector('[data-testid="stSpinner"]', state="detached", timeout=90_000)
-        page.wait_for_timeout(300)
-
-
-def url(base: str, name: str) -> str:
-    return f"{base}/" if name == "overview" else f"{base}/{name}"  # the default page lives at the root
-
-
-def errors_on(page) -> list[str]:
-    return page.locator('[data-testid="stAlertContentError"], [data-testid="stException"]').all_inner_texts()
 
 
 def visit(page, base: str, name: str, shot: str | None = None) -> str:
-    page.goto(url(base, name))
-    settle(page)
-    assert errors_on(page) == [], f"{name}: {errors_on(page)}"
-    assert KEY not in page.content(), f"the API key reached the browser on {name}"
-    if shot:
-        page.screenshot(path=str(SHOTS / f"{shot}.png"), full_page=True)
-    return page.inner_text("body")  # tables are drawn on canvas: their cells are not in the text
+    return browser.visit(page, base, name, secret=KEY, shot=SHOTS / f"{shot}.png" if shot else None)
 
 
 def start_from_form(page, base: str, *, max_chunks: int, generator: str = "heuristic", base_url: str = "",
@@ -122,22 +52,18 @@ def start_from_form(page, base: str, *, max_chunks: int, generator: str = "heuri
 
 @pytest.mark.slow
 def test_dashboard_in_a_real_browser(tmp_path):
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: `make setup` installs Debian's chromium (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
     out = run_cli("ingest", str(SAMPLE_REPO), "--project", "sample", home=home)
     assert out.returncode == 0, out.stderr
     env = {"DOCTUNE_API_KEY": KEY}
-    port = free_port()
+    port = browser.free_port()
     base = f"http://127.0.0.1:{port}"
     dashboard = start_dashboard(home, port, env)
     try:
-        with FakeLLMServer(latency_s=0.25, api_key=KEY) as llm, sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+        with FakeLLMServer(latency_s=0.25, api_key=KEY) as llm, browser.browser_session() as p:
+            chromium = browser.launch(p)
+            page = chromium.new_page(viewport={"width": 1400, "height": 2400})
             # every page renders on a home with a corpus and nothing else yet
             for name in PAGES:
                 visit(page, base, name, shot=f"1-{name}-before")
@@ -172,7 +98,7 @@ def test_dashboard_in_a_real_browser(tmp_path):
                     assert page.get_by_role("combobox", name="Dataset version").input_value() == "v2"
                 if name == "synthesis":
                     assert "succeeded" in text
-            browser.close()
+            chromium.close()
     finally:
         kill(dashboard)
         run_cli("cluster", "stop", home=home)
