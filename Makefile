@@ -28,8 +28,9 @@ browser: $(CHROMIUM)
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
 
+# DEMO_ARGS=--no-dashboard stops after the summary instead of serving the dashboard
 demo: $(STAMP)
-	$(BIN)/doctune demo
+	$(BIN)/doctune demo $(DEMO_ARGS)
 
 # everything, slow tests included (what CI runs)
 test: $(STAMP) browser

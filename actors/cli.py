@@ -152,6 +152,12 @@ def _parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser("demo", help="run the pipeline on the bundled sample repository")
     de.add_argument("--project", default="sample")
+    de.add_argument("--no-dashboard", action="store_true", help="stop after printing the summary")
+    de.add_argument("--host", default="127.0.0.1", help="the dashboard's address (as for `doctune dashboard`)")
+    de.add_argument("--port", type=int, default=8501)
+    de.add_argument("--base-url", default=None, help="with a key set: the endpoint to synthesize with "
+                                                     "(default DeepSeek)")
+    de.add_argument("--model", default=None, help="with a key set: the generator model (default deepseek-chat)")
     de.add_argument("--json", action="store_true")
     return p
 
@@ -191,7 +197,6 @@ def _emit(args, data, human) -> None:
 
 def cmd_ingest(args) -> int:
     from backend.config import ChunkConfig, ConfigError, IngestConfig
-    from backend.ingest import IngestError
 
     chunk = ChunkConfig(tokenizer=args.tokenizer)
     if args.max_tokens is not None:
@@ -315,21 +320,7 @@ def cmd_synth(args) -> int:
     except ConfigError as exc:
         raise _UserError(str(exc)) from None
     client = _connect(args)
-    bar = None
-
-    def on_progress(p):
-        nonlocal bar
-        if args.json:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(total=max(0, p["units"] - p["skipped"]), unit="req", desc="synthesizing", file=sys.stderr)
-        bar.n = p["done"] + p["failed"]
-        bar.set_postfix(done=p["done"], failed=p["failed"], rpm=p["rpm"], r429=p["http_429"],
-                        tokens=p["tokens_in"] + p["tokens_out"], cost=f"${p['cost_usd']:.4f}", refresh=False)
-        bar.refresh()
-
+    on_progress, close = _progress_bar("synthesizing", args.json)
     try:
         summary = client.synth(args.project, cfg, retry_failed=args.retry_failed, new_run=args.new,
                                dry_run=args.dry_run, on_progress=on_progress)
@@ -339,8 +330,7 @@ def cmd_synth(args) -> int:
     except (ValueError, ConfigError) as exc:
         raise _UserError(str(exc)) from None
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     _emit(args, summary, _print_synth)
     return 0 if summary.get("dry_run") or summary["status"] in {"succeeded", "budget_stopped"} else 1
 
@@ -388,7 +378,8 @@ def cmd_curate(args) -> int:
             cfg.near_dup_threshold = args.near_dup_threshold
         cfg.exec_check = cfg.exec_check or args.exec_check
         cfg.validate()
-        judge = SynthConfig(**(data.get("synth") or {}), generator="openai").validate() if args.judge else None
+        # the judge is always an API endpoint: a `generator:` in the file is overridden, not a clash
+        judge = SynthConfig(**{**(data.get("synth") or {}), "generator": "openai"}).validate() if args.judge else None
     except (ConfigError, TypeError) as exc:
         raise _UserError(str(exc)) from None
     client = _connect(args)
@@ -468,21 +459,7 @@ def cmd_train(args) -> int:
     if args.detach and not (args.ray_address or os.environ.get("RAY_ADDRESS")):
         start_local_cluster(resolve_home(args.home))  # the run must outlive this command
     client = _connect(args)
-    bar = None
-
-    def on_progress(p):
-        nonlocal bar
-        if args.json:
-            return
-        if bar is None:
-            from tqdm import tqdm
-
-            bar = tqdm(unit="step", desc="training", file=sys.stderr)
-        bar.n = int(p.get("step", 0))
-        shown = {k: f"{p[k]:.4g}" for k in ("loss", "eval_loss", "learning_rate", "tokens_per_second") if k in p}
-        bar.set_postfix(status=p["status"], **shown, refresh=False)
-        bar.refresh()
-
+    on_progress, close = _progress_bar("training", args.json)
     try:
         cfg = None if args.resume else _train_config(args, ray.cluster_resources().get("GPU", 0) >= 1)
         result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
@@ -492,10 +469,46 @@ def cmd_train(args) -> int:
     except (ValueError, ConfigError) as exc:
         raise _UserError(str(exc)) from None
     finally:
-        if bar is not None:
-            bar.close()
+        close()
     _emit(args, result, _print_train)
     return 0 if result["status"] in {"completed", "cancelled", "queued"} else 1
+
+
+def _progress_bar(stage: str, quiet: bool):
+    """(on_progress, close) for a run's progress callbacks: a tqdm bar on stderr (nothing when quiet).
+
+    Synthesis reports units (done, failed, requests/min, 429s, tokens, cost); training steps and losses;
+    evaluation the prompts generated."""
+    bar = None
+
+    def on_progress(p: dict) -> None:
+        nonlocal bar
+        if quiet:
+            return
+        from tqdm import tqdm
+
+        if stage == "synthesizing":
+            if bar is None:
+                bar = tqdm(total=max(0, p["units"] - p["skipped"]), unit="req", desc=stage, file=sys.stderr)
+            bar.n = p["done"] + p["failed"]
+            bar.set_postfix(done=p["done"], failed=p["failed"], rpm=p["rpm"], r429=p["http_429"],
+                            tokens=p["tokens_in"] + p["tokens_out"], cost=f"${p['cost_usd']:.4f}", refresh=False)
+        else:
+            if bar is None:
+                bar = tqdm(unit="step" if stage == "training" else "prompt", desc=stage, file=sys.stderr,
+                           total=p.get("total") or p.get("max_steps"))
+            bar.total = p.get("total") or bar.total
+            bar.n = int(p.get("step", p.get("done", 0)) or 0)
+            shown = {k: f"{p[k]:.4g}" for k in ("loss", "eval_loss", "learning_rate", "tokens_per_second")
+                     if isinstance(p.get(k), (int, float))}
+            bar.set_postfix(status=p.get("status", ""), **shown, refresh=False)
+        bar.refresh()
+
+    def close() -> None:
+        if bar is not None:
+            bar.close()
+
+    return on_progress, close
 
 
 def _print_train(r: dict) -> None:
@@ -653,12 +666,25 @@ def cmd_cluster(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from backend.config import SAMPLE_REPO, IngestConfig
-    from backend.synth_config import SynthConfig, api_key
+    """The whole pipeline on the bundled sample repository, each stage with its progress, then the dashboard."""
+    import time
 
+    from backend.config import SAMPLE_REPO, IngestConfig, resolve_home
+    from backend.synth_config import SynthConfig, api_key
+    from actors.runtime import start_local_cluster
+
+    started = time.monotonic()
+    dashboard = not args.no_dashboard and not args.json
+    if dashboard:
+        _check_dashboard_host(args.host)
+    home = resolve_home(args.home)
+    args.home = str(home)
+    say = (lambda *a: None) if args.json else (lambda *a: print(*a, flush=True))
+    if dashboard and not (args.ray_address or os.environ.get("RAY_ADDRESS")):
+        say("starting this home's Ray cluster, which the dashboard will show (`doctune cluster stop` ends it)")
+        start_local_cluster(home)
     client = _connect(args)
-    say = (lambda *a: None) if args.json else print
-    say(f"DocTune demo\n[1/4] ingest: the bundled sample repository {SAMPLE_REPO}")
+    say(f"DocTune demo (home {home})\n[1/4] ingest: the bundled sample repository {SAMPLE_REPO}")
     report = _run_ingest(client, SAMPLE_REPO, args.project, IngestConfig(), quiet=args.json)
     stats = client.stats(args.project)
     if not args.json:
@@ -666,8 +692,13 @@ def cmd_demo(args) -> int:
         _print_stats(stats)
     # the API when a key is set, else the offline generator: the demo needs neither network nor key
     cfg = SynthConfig(generator="openai" if api_key() else "heuristic")
+    cfg.base_url, cfg.model = args.base_url or cfg.base_url, args.model or cfg.model
     say(f"[2/4] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
-    synth = client.synth(args.project, cfg)
+    on_progress, close = _progress_bar("synthesizing", args.json)
+    try:
+        synth = client.synth(args.project, cfg, on_progress=on_progress)
+    finally:
+        close()
     if not args.json:
         _print_synth(synth)
     import ray
@@ -681,44 +712,57 @@ def cmd_demo(args) -> int:
         train_cfg.training.max_steps, train_cfg.training.eval_steps, train_cfg.training.save_steps = 60, 30, 30
     say(f"[3/4] train a LoRA adapter: preset {train_cfg.preset}"
         + ("" if gpu else f", {train_cfg.training.max_steps} steps on the CPU"))
-    trained = client.train(args.project, train_cfg)
+    on_progress, close = _progress_bar("training", args.json)
+    try:
+        trained = client.train(args.project, train_cfg, on_progress=on_progress)
+    finally:
+        close()
     if not args.json:
         _print_train(trained)
     if trained["status"] != "completed":
         return 1
     limit = None if gpu else 24
-    say(f"[4/4] evaluate base against tuned on the test split and the retention set"
+    say("[4/4] evaluate base against tuned on the test split and the retention set"
         + (f" (first {limit} prompts of each)" if limit else ""))
     judge = cfg if cfg.generator == "openai" else None
-    evaluated = client.evaluate(trained["run_id"], limit=limit, max_new_tokens=64, judge_cfg=judge)
+    on_progress, close = _progress_bar("evaluating", args.json)
+    try:
+        evaluated = client.evaluate(trained["run_id"], limit=limit, max_new_tokens=64, judge_cfg=judge,
+                                    on_progress=on_progress)
+    finally:
+        close()
     if args.json:
         print(json.dumps({"ingest": report.as_dict(), "stats": client.stats(args.project), "synth": synth,
-                          "datasets": client.datasets(args.project), "train": trained, "eval": evaluated},
-                         indent=2, default=str))
-    else:
-        evaluated["adapter_run"] = trained["run_id"]
-        _print_eval(evaluated, "test")
-        print("the dashboard arrives with its issue. Meanwhile:\n"
-              f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset\n"
-              f"  tensorboard --logdir {client.home / 'runs'}")
-    return 0 if evaluated["status"] == "completed" else 1
+                          "datasets": client.datasets(args.project), "train": trained, "eval": evaluated,
+                          "seconds": round(time.monotonic() - started, 1)}, indent=2, default=str))
+        return 0 if evaluated["status"] == "completed" else 1
+    evaluated["adapter_run"] = trained["run_id"]
+    _print_eval(evaluated, "test")
+    print(f"done in {time.monotonic() - started:.0f} s. Next:\n"
+          f"  doctune export --project {args.project} --format alpaca --out /tmp/{args.project}-dataset\n"
+          f"  tensorboard --logdir {home / 'runs'}")
+    if evaluated["status"] != "completed":
+        return 1
+    if not dashboard:
+        print("  doctune dashboard   # everything above, on http://127.0.0.1:8501")
+        return 0
+    import ray as ray_module
+
+    ray_module.shutdown()  # the store actor lives in the cluster: the dashboard finds it there
+    env = dict(os.environ, DOCTUNE_HOME=str(home))
+    if args.ray_address:
+        env["RAY_ADDRESS"] = args.ray_address
+    return _serve_dashboard(home, args.host, args.port, env)
 
 
 def cmd_dashboard(args) -> int:
     """Start (or join) this home's Ray cluster, check the store opens, then hand over to Streamlit."""
-    import ipaddress
-
     import ray
 
     from backend.config import resolve_home
     from actors.runtime import start_local_cluster
-    from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
 
-    loopback = args.host == "localhost" or _is_loopback(args.host, ipaddress)
-    if not loopback and not os.environ.get(PASSWORD_VARIABLE) and os.environ.get(AUTH_VARIABLE) != "oidc":
-        raise _UserError(f"--host {args.host} exposes the dashboard beyond this machine: set {PASSWORD_VARIABLE} "
-                         f"(an access password) or {AUTH_VARIABLE}=oidc (Streamlit's OIDC login, configured in "
-                         ".streamlit/secrets.toml), or keep the default --host 127.0.0.1")
+    _check_dashboard_host(args.host)
     home = resolve_home(args.home)
     env = dict(os.environ, DOCTUNE_HOME=str(home))
     address = args.ray_address or os.environ.get("RAY_ADDRESS")
@@ -730,11 +774,28 @@ def cmd_dashboard(args) -> int:
     args.home = str(home)
     _connect(args)  # fails here, with its reason, when another process holds the database
     ray.shutdown()
+    return _serve_dashboard(home, args.host, args.port, env)
+
+
+def _check_dashboard_host(host: str) -> None:
+    import ipaddress
+
+    from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
+
+    loopback = host == "localhost" or _is_loopback(host, ipaddress)
+    if not loopback and not os.environ.get(PASSWORD_VARIABLE) and os.environ.get(AUTH_VARIABLE) != "oidc":
+        raise _UserError(f"--host {host} exposes the dashboard beyond this machine: set {PASSWORD_VARIABLE} "
+                         f"(an access password) or {AUTH_VARIABLE}=oidc (Streamlit's OIDC login, configured in "
+                         ".streamlit/secrets.toml), or keep the default --host 127.0.0.1")
+
+
+def _serve_dashboard(home, host: str, port: int, env: dict) -> int:
+    """Replace this process with the Streamlit server (the runs live in the cluster, not here)."""
     app = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
-    url = f"http://{args.host}:{args.port}"
+    url = f"http://{host}:{port}"
     print(f"DocTune dashboard: {url}  (home {home}; Ctrl-C stops the dashboard, not the runs)", flush=True)
-    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.host,
-           "--server.port", str(args.port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+    cmd = [sys.executable, "-m", "streamlit", "run", str(app), "--server.address", host,
+           "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
            "--global.developmentMode", "false", "--server.fileWatcherType", "none",
            "--client.toolbarMode", "minimal"]
     os.execve(sys.executable, cmd, env)

@@ -94,6 +94,12 @@ class TrainRun:
         cfg = TrainConfig.from_dict(self.cfg_dict, "run config")
         self.status = "running"
         self.store.update_run(self.run_id, status="running")
+        if self.resume:  # the curve continues from the checkpoint: nothing lost, nothing twice
+            from backend.train import checkpoint_history
+
+            history = checkpoint_history(self.home / "runs" / self.run_id)
+            if history is not None:
+                self.store.rewind_metrics(self.run_id, *history)
         self.sink = StoreSink(self.store, self.run_id)
         self.sink.event("resumed" if self.resume else "started", {"node": ray.get_runtime_context().get_node_id()})
         rows = self.store.dataset_rows(self.project, self.version)

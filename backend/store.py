@@ -518,6 +518,17 @@ class Store:
             self._insert("metrics", [{"run_id": run_id, "step": step, "name": name, "value": value, "ts": now}
                                      for step, name, value in rows])
 
+    def rewind_metrics(self, run_id: str, step: int, history: list[tuple[int, str, float]]) -> int:
+        """A run resuming from its checkpoint at `step`: the metrics logged after it belong to the lost
+        attempt and go; those the checkpoint recorded but the store never received are added. Returns the
+        rows added."""
+        with self.transaction():
+            self.con.execute("DELETE FROM metrics WHERE run_id = ? AND step > ?", [run_id, step])
+            have = set(self.con.execute("SELECT step, name FROM metrics WHERE run_id = ?", [run_id]).fetchall())
+            missing = [r for r in history if r[0] <= step and (r[0], r[1]) not in have]
+            self.record_metrics(run_id, missing)
+        return len(missing)
+
     def record_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
         self.con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",
                          [run_id, kind, json.dumps(detail or {}, default=str), _now()])

@@ -546,6 +546,21 @@ def _last_checkpoint(checkpoints: Path) -> Path | None:
     return None
 
 
+def checkpoint_history(run_dir: Path) -> tuple[int, list[tuple[int, str, float]]] | None:
+    """(step, metric rows) of the run's newest complete checkpoint: what the Trainer had logged up to it.
+
+    A run killed mid-training loses the metrics it had not yet handed to the store; the checkpoint it
+    resumes from still has them in `trainer_state.json`."""
+    checkpoint = _last_checkpoint(run_dir / CHECKPOINTS)
+    if checkpoint is None:
+        return None
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    rows = [(int(entry["step"]), name, float(value)) for entry in state.get("log_history", [])
+            for name, value in entry.items()
+            if name != "step" and isinstance(value, (int, float)) and value == value]
+    return int(state["global_step"]), rows
+
+
 def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, train_rows, val_rows) -> Path:
     """Adapter weights (safetensors), tokenizer and the resolved config, written aside and renamed into
     place, so an `adapter/` folder is always complete."""
