@@ -3,9 +3,12 @@
 `run_python` runs a snippet in a fresh interpreter (this one's `sys.executable`, so the same
 packages are importable) inside a temporary folder that is deleted afterwards, with the repository
 under study importable. What it guards against is code that loops, eats memory, writes huge files,
-leaks file descriptors or reads API keys from the environment. It is not a security boundary against
-hostile code: there are no namespaces or seccomp, the child can read and write the filesystem as
-this user, and a child running as root can raise its own limits again.
+leaks file descriptors or reads API keys from the environment, and — on Linux — code that writes
+anywhere but its own folder: the child enters a mount namespace of its own (a user namespace too when
+not root) in which every filesystem but its temporary folder (and /dev) is read-only. Code from a
+document that reaches a sample (`curate --exec-check`) can therefore read but not change the machine.
+Where namespaces are unavailable (not Linux, or forbidden by the kernel), the child runs without that
+isolation and says so on its stderr (`FS_ISOLATION_OFF`). There is no seccomp and no network isolation.
 
 Also here: `extract_python_blocks` and `python_syntax_errors`, which find the Python in a Markdown
 answer and say which blocks do not parse.
@@ -41,6 +44,9 @@ EXTRA_PROCESSES = 64
 Not set for root, which the kernel exempts from RLIMIT_NPROC anyway; there the process-group kill
 after the run is what bounds spawned processes."""
 
+FS_ISOLATION_OFF = "doctune-sandbox: no filesystem isolation"
+"""The first stderr line of a child that could not make the filesystem read-only (followed by the reason)."""
+
 # The child exits with this after a MemoryError reached the top level, so the parent can tell
 # "memory" apart from any other failure without parsing the traceback.
 MEMORY_EXIT = 75
@@ -55,6 +61,54 @@ _BOOTSTRAP = r"""
 import json, os, resource, sys
 _cfg = json.loads(sys.argv[1])
 del sys.argv[1]
+
+
+def _read_only_except(workdir):
+    # a mount namespace of our own (and a user namespace when not root, so we may mount in it), in which
+    # every mount but the work folder and /dev is remounted read-only; the parent's view is untouched
+    import ctypes
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mount.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p]
+    uid, gid = os.getuid(), os.getgid()
+    if libc.unshare(0x00020000 | (0 if uid == 0 else 0x10000000)) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+    if uid != 0:
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+            with open(f"/proc/self/{name}", "w") as f:
+                f.write(text)
+    MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+        1, 2, 4, 8, 32, 4096, 16384, 1 << 18)
+    kept = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC, "noatime": 1024, "nodiratime": 2048,
+            "relatime": 1 << 21, "strictatime": 1 << 24}
+
+    def call(src, target, flags):
+        if libc.mount(src, target.encode(), None, flags, None) != 0:
+            raise OSError(ctypes.get_errno(), f"mount {target}")
+
+    call(None, "/", MS_REC | MS_PRIVATE)
+    call(workdir.encode(), workdir, MS_BIND | MS_REC)
+    with open("/proc/self/mountinfo") as f:
+        mounts = [line.split() for line in f]
+    for fields in mounts:
+        point = fields[4].encode().decode("unicode_escape")
+        if point == workdir or point.startswith(workdir + "/") or point == "/dev" or point.startswith("/dev/pts"):
+            continue
+        flags = MS_BIND | MS_REMOUNT | MS_RDONLY
+        for option in fields[5].split(","):
+            flags |= kept.get(option, 0)
+        try:
+            call(None, point, flags)
+        except OSError:
+            if point == "/":
+                raise
+    os.chdir(workdir)  # our cwd still points below the bind mount, into the read-only tree
+
+
+if _cfg["isolate"]:
+    try:
+        _read_only_except(os.getcwd())
+    except Exception as _exc:
+        print(f"%(isolation_off)s: {_exc}", file=sys.stderr, flush=True)
 for _name, _value in _cfg["limits"].items():
     _which = getattr(resource, _name, None)
     if _which is None:
@@ -86,7 +140,7 @@ except BaseException as _exc:
     # skip this bootstrap's own frame, so the traceback starts in the snippet
     traceback.print_exception(type(_exc), _exc, _exc.__traceback__.tb_next)
     sys.exit(%(memory_exit)d if isinstance(_exc, MemoryError) else 1)
-""" % {"name": SNIPPET_NAME, "memory_exit": MEMORY_EXIT}
+""" % {"name": SNIPPET_NAME, "memory_exit": MEMORY_EXIT, "isolation_off": FS_ISOLATION_OFF}
 
 
 @dataclass
@@ -138,7 +192,7 @@ def _run_in(workdir: Path, code: str, repo_root: Path | None, timeout_s: float, 
     """Write the snippet into workdir, run it there, collect the result, kill what it left behind."""
     (workdir / SNIPPET_NAME).write_text(code, encoding="utf-8")
     root = str(Path(repo_root).resolve()) if repo_root is not None else ""
-    settings = {"repo_root": root, "limits": _limits(timeout_s, memory_mb)}
+    settings = {"repo_root": root, "limits": _limits(timeout_s, memory_mb), "isolate": sys.platform == "linux"}
     cmd = [sys.executable, "-s", "-c", _BOOTSTRAP, json.dumps(settings)]
     # output goes to unlinked temporary files, not pipes: a grandchild that keeps a pipe open
     # cannot make us wait, and RLIMIT_FSIZE bounds how much the child can write
@@ -210,6 +264,7 @@ def _child_env(workdir: Path, repo_root: str, extra_env: dict) -> dict[str, str]
     env = {
         "PATH": path,
         "HOME": str(workdir),
+        "TMPDIR": str(workdir),  # the one writable place
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
         "PYTHONDONTWRITEBYTECODE": "1",

@@ -1,11 +1,12 @@
 import os
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from backend.config import SAMPLE_REPO
-from backend.sandbox import OUTPUT_LIMIT, extract_python_blocks, python_syntax_errors, run_python
+from backend.sandbox import FS_ISOLATION_OFF, OUTPUT_LIMIT, extract_python_blocks, python_syntax_errors, run_python
 
 
 def test_passing_code_captures_stdout():
@@ -54,10 +55,22 @@ def test_child_never_sees_our_secrets(monkeypatch):
     for secret in ("sk-secret-123", "sk-openai-456", "sk-deepseek-789", "API_KEY"):
         assert secret not in r.stdout
     env = eval(r.stdout)
-    assert set(env) == {"PATH", "HOME", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
+    assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
                         "PYTHONHASHSEED", "MODE"}
     assert env["MODE"] == "check" and env["PYTHONHASHSEED"] == "0"
     assert env["PYTHONPATH"] == str(SAMPLE_REPO.resolve())
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the read-only filesystem needs Linux namespaces")
+def test_child_can_write_only_its_own_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    code = (f"import os, tempfile\nopen('inside.txt', 'w').write('ok')\ntempfile.NamedTemporaryFile().write(b'ok')\n"
+            f"open(os.devnull, 'w').write('ok')\nprint(open({str(SAMPLE_REPO / 'README.md')!r}).read(9))\n"
+            f"open({str(outside)!r}, 'w').write('escaped')\n")
+    r = run_python(code, repo_root=SAMPLE_REPO)
+    assert r.status == "fail" and "Read-only file system" in r.stderr, r.stderr
+    assert r.stdout.strip() == "# tidemar"  # the repository is readable
+    assert FS_ISOLATION_OFF not in r.stderr and not outside.exists()
 
 
 def test_repository_package_is_importable():

@@ -1,5 +1,3 @@
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -79,39 +77,3 @@ def test_second_owner_fails_at_once_naming_the_holder(tmp_path):
     finally:
         holder.kill()
         holder.wait()
-
-
-WRITER = """
-import sys
-sys.path.insert(0, %r)
-import pyarrow as pa
-from backend.chunk import FILE_SCHEMA
-from backend.store import Store
-s = Store(%r)
-s.upsert_project("p", "/r", None)
-i = 0
-while True:
-    rows = [dict(project="p", path=f"f{i}-{k}", kind="text", language=None, size_bytes=1, sha256="s",
-                 git_commit=None, status="ok", skip_reason=None, skip_detail=None, n_chunks=0, n_tokens=0,
-                 chunker="fp") for k in range(100)]
-    s.apply_ingest_batch("p", pa.Table.from_pylist(rows, schema=FILE_SCHEMA), None)
-    print(i, flush=True)
-    i += 1
-"""
-
-
-def test_killed_owner_mid_write_loses_no_committed_batch(tmp_path):
-    db = tmp_path / "d.duckdb"
-    writer = subprocess.Popen([sys.executable, "-c", WRITER % (str(REPO), str(db))], stdout=subprocess.PIPE, text=True)
-    committed = -1
-    for _ in range(30):  # let it commit some batches, then kill it mid-stream
-        committed = int(writer.stdout.readline())
-    os.kill(writer.pid, signal.SIGKILL)
-    writer.wait()
-    store = Store(db)
-    try:
-        n = store.con.execute("SELECT count(*) FROM files").fetchone()[0]
-        # every printed batch was committed; a batch is all-or-nothing
-        assert n >= (committed + 1) * 100 and n % 100 == 0
-    finally:
-        store.close()

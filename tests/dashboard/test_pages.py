@@ -358,3 +358,33 @@ def test_password_gate(seeded, monkeypatch):
     assert metrics(at)["Samples"] == "400"
     at.switch_page("views/overview.py")
     check_overview(clean(at.run()))  # the session stays logged in
+
+
+@pytest.mark.slow
+def test_training_started_from_the_form_then_shown_with_its_curves(seeded):
+    """The form starts a real (tiny) run that outlives the script run; the page then shows its curves."""
+    import time
+
+    from dashboard.common import client
+
+    at = open_page("training")
+    max_steps = next(n for n in at.number_input if n.label.startswith("Max steps"))
+    max_steps.set_value(6)
+    next(n for n in at.number_input if n.label.startswith("Eval every")).set_value(3)
+    next(n for n in at.number_input if n.label.startswith("Checkpoint every")).set_value(3)
+    next(b for b in at.button if b.label == "Start training").click().run()
+    clean(at)
+    assert any("Queued train-" in s.value for s in at.success)
+    run_id = at.session_state["train-run"]
+    deadline = time.monotonic() + 300
+    while True:
+        run = next(r for r in client().runs(PROJECT) if r["run_id"] == run_id)
+        if run["status"] not in {"queued", "running"}:
+            break
+        assert time.monotonic() < deadline, "the tiny run did not finish in 5 minutes"
+        time.sleep(1)
+    assert run["status"] == "completed" and run["summary"]["global_step"] == 6, run
+    at.run()
+    clean(at)
+    assert metrics(at)["Step"] == "6"
+    assert len(at.get("plotly_chart")) >= 2  # curves and resources

@@ -182,9 +182,8 @@ def test_hostile_corpus_is_data_and_nothing_runs(tmp_path, ray_session, report):
 
     # ... and reached the dataset as data
     assert synth["status"] == "succeeded" and synth["samples"] > 0
-    exported = [json.loads(line) for split in ("train", "val", "test") if (out / f"{split}.json").exists()
-                for line in [(out / f"{split}.json").read_text()]]
-    rows = [r for part in exported for r in part]
+    rows = [json.loads(line) for split in ("train", "val", "test") if (out / f"{split}.jsonl").exists()
+            for line in (out / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == curated["samples"] > 0
     carrying = [r for r in rows if INJECTION in json.dumps(r) or str(markers) in json.dumps(r)]
     assert carrying, "no sample carries the injection text"
@@ -196,3 +195,28 @@ def test_hostile_corpus_is_data_and_nothing_runs(tmp_path, ray_session, report):
            injection_docs_ingested=sum(1 for p in INGESTED_INJECTIONS if by_path[p] > 0),
            samples_produced=synth["samples"], dataset_samples=curated["samples"],
            samples_carrying_injection=len(carrying), markers_created=len(created_markers(markers, *bystanders)))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's read-only filesystem needs Linux namespaces")
+def test_exec_check_keeps_document_code_inside_the_sandbox(tmp_path, report):
+    """`curate --exec-check` runs each sample's Python in backend/sandbox.py by design; the code that the injection
+    documents put into samples then cannot change anything outside the sandbox's temporary folder: the child sees
+    every other filesystem read-only (its own mount namespace)."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    root = write_tree(tmp_path / "repo", injection_docs(markers))
+    home = tmp_path / "home"
+    every_task = write_tree(tmp_path, {"synth.yaml": "tasks_per_chunk: 5\n"}) / "synth.yaml"  # codegen for every chunk
+    bystanders = [root, home, Path.cwd(), tmp_path]
+    ok(run_cli("ingest", str(root), "--project", PROJECT, home=home))
+    synth = json.loads(ok(run_cli("synth", "--project", PROJECT, "--config", str(every_task), "--json",
+                                  home=home)).stdout)
+    assert created_markers(markers, *bystanders) == []  # synthesis and the default curation ran nothing
+    checked = json.loads(ok(run_cli("curate", "--project", PROJECT, "--exec-check", "--json", home=home)).stdout)
+    created = created_markers(markers, *bystanders)
+    report(samples_produced=synth["samples"], exec_checked_kept=checked["samples"],
+           exec_failed=checked["stats"].get("dropped_by_reason", {}).get("exec_failed", 0),
+           markers_created=len(created), markers=created)
+    assert created == [], f"exec-check let sample code write {created}"
+    assert checked["stats"].get("dropped_by_reason", {}).get("exec_failed", 0) > 0  # the writes were refused
