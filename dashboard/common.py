@@ -64,6 +64,17 @@ def project_picker(key: str = "project") -> str | None:
     return project
 
 
+def run_picker(runs: list[dict], state_key: str) -> dict:
+    """A selectbox of runs (newest first) showing each one's status; the run last started from this page
+    (its id in `st.session_state[state_key]`) is preselected. Returns the chosen run."""
+    ids = [r["run_id"] for r in runs]
+    status = {r["run_id"]: r["status"] for r in runs}
+    chosen = st.session_state.get(state_key)
+    run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0,
+                          format_func=lambda i: f"{i} ({status_label(status[i])})")
+    return runs[ids.index(run_id)]
+
+
 def status_label(status: str) -> str:
     """A run's status as shown; `interrupted` says what to do about it."""
     return "interrupted (rerun to resume)" if status == "interrupted" else status

@@ -7,7 +7,7 @@ or sent to the browser: the key stays in the environment of the process that sta
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import LIVE, client, failures_shown, fmt_ts, project_picker, status_label
+from dashboard.common import LIVE, client, failures_shown, fmt_ts, project_picker, run_picker, status_label
 
 st.title("Synthesis")
 dt = client()
@@ -135,8 +135,4 @@ if project:
         if not runs:
             st.info("No synthesis run yet for this project.")
         else:
-            ids = [r["run_id"] for r in runs]
-            chosen = st.session_state.get("synth-run")
-            run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0,
-                                  format_func=lambda i: f"{i} ({next(r['status'] for r in runs if r['run_id'] == i)})")
-            live_progress(run_id)
+            live_progress(run_picker(runs, "synth-run")["run_id"])

@@ -5,7 +5,7 @@ run queues until it is free. Leaving this page stops nothing."""
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import LIVE, client, curves, failures_shown, fmt_ts, project_picker, status_label
+from dashboard.common import LIVE, client, curves, failures_shown, fmt_ts, project_picker, run_picker, status_label
 
 st.title("Training")
 dt = client()
@@ -122,8 +122,4 @@ if project:
         if not runs:
             st.info("No training run yet for this project.")
         else:
-            ids = [r["run_id"] for r in runs]
-            chosen = st.session_state.get("train-run")
-            run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0,
-                                  format_func=lambda i: f"{i} ({next(r['status'] for r in runs if r['run_id'] == i)})")
-            watch(next(r for r in runs if r["run_id"] == run_id))
+            watch(run_picker(runs, "train-run"))
