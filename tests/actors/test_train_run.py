@@ -118,6 +118,7 @@ def test_bad_requests_fail_before_a_run_exists(client):
 SCRIPT = """
 import json, sys
 sys.path.insert(0, %(repo)r)
+import ray
 from ray.cluster_utils import Cluster
 from actors.client import DocTune
 from backend.train_config import load_preset
