@@ -94,16 +94,19 @@ def bar(data: dict, x: str, y: str, title: str, horizontal: bool = False):
     return fig
 
 
-def curves(table, title: str, x_label: str = "step", facet: bool = True):
-    """A Plotly figure of downsampled series (run_id, name, x, value): one panel per metric, one line per run."""
+def curves(table, title: str, x_label: str = "step", facet: bool = True, order: list[str] | None = None):
+    """A Plotly figure of downsampled series (run_id, name, x, value): one panel per metric (in `order`), one
+    line per run; a series with few points gets markers."""
     import plotly.express as px
 
     df = table.to_pandas() if hasattr(table, "to_pandas") else table
     if df.empty:
         return None
     n = df["name"].nunique()
+    names = [m for m in (order or []) if m in set(df["name"])] + sorted(set(df["name"]) - set(order or []))
     fig = px.line(df, x="x", y="value", color="run_id", facet_col="name" if facet and n > 1 else None,
-                  facet_col_wrap=2, labels={"x": x_label, "value": ""}, title=title, markers=len(df) < 60)
+                  facet_col_wrap=2, labels={"x": x_label, "value": ""}, title=title,
+                  category_orders={"name": names}, markers=df.groupby(["run_id", "name"]).size().min() < 30)
     fig.update_yaxes(matches=None, showticklabels=True)
     fig.update_layout(height=300 * ((n + 1) // 2 if facet and n > 1 else 1), margin=dict(l=10, r=10, t=50, b=10),
                       legend=dict(orientation="h", y=-0.15))

@@ -27,7 +27,7 @@ def compare(project: str) -> None:
     names = c[1].multiselect("Metrics", available, default=default)
     table = dt.compare_runs(picked)
     if names:
-        fig = curves(dt.metric_series(picked, names, x=X_AXES[x_label]), "Curves", x_label)
+        fig = curves(dt.metric_series(picked, names, x=X_AXES[x_label]), "Curves", x_label, order=names)
         if fig is None:
             st.info(f"These runs logged no {', '.join(names)} against {x_label}.")
         else:

@@ -99,9 +99,9 @@ def side_by_side(run_id: str, eval_set: str) -> None:
             cols[0].caption("Reference")
             cols[0].text((r["reference"] or "")[:4000])
             cols[1].caption("Base " + _scores(r["base_scores"]))
-            cols[1].text((r["base_output"] or "")[:4000])
+            cols[1].text((r["base_output"] or "(empty output)")[:4000])
             cols[2].caption("Tuned " + _scores(r["tuned_scores"]))
-            cols[2].text((r["tuned_output"] or "")[:4000])
+            cols[2].text((r["tuned_output"] or "(empty output)")[:4000])
 
 
 def _scores(scores: dict | None) -> str:

@@ -84,14 +84,14 @@ def watch(run: dict) -> None:
         c[3].metric("Peak GPU MB", f"{s['peak_gpu_mb']:.0f}" if s.get("peak_gpu_mb") else "–")
         c[4].metric("Seconds", s.get("seconds", "–"))
         names = set(dt.metric_names([run_id]))
-        fig = curves(dt.metric_series([run_id], [n for n in CURVES if n in names]), "Training curves")
+        fig = curves(dt.metric_series([run_id], [n for n in CURVES if n in names]), "Training curves", order=CURVES)
         if fig is None:
             st.info("No metrics yet: they appear after the first logged step.")
         else:
             st.plotly_chart(fig, key=f"curves-{run_id}")
         res = [n for n in RESOURCES if n in names]
         if res:
-            st.plotly_chart(curves(dt.metric_series([run_id], res), "Resources"), key=f"res-{run_id}")
+            st.plotly_chart(curves(dt.metric_series([run_id], res), "Resources", order=RESOURCES), key=f"res-{run_id}")
         b = st.columns(4)
         if now["status"] in LIVE and b[0].button("Cancel (checkpoint first)", key=f"cancel-{run_id}"):
             with failures_shown("Cancelling"):
