@@ -48,8 +48,9 @@ import keyword
 import random
 import re
 import select
-import socketserver
+import signal
 import socket
+import socketserver
 import sys
 import threading
 import time
@@ -882,6 +883,9 @@ def main(argv: list[str] | None = None) -> int:
     srv = FakeLLMServer(latency_s=a.latency, rpm=a.rpm, window_s=a.window, faults=faults, seed=a.seed,
                         api_key=a.api_key, model=a.model, port=a.port)
     srv.log_requests = a.verbose
+    # Ctrl-C stops it even when started from a background job, which inherits SIGINT ignored (Python then
+    # installs no KeyboardInterrupt handler of its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     srv.start()
     print(srv.base_url, flush=True)
     try:
