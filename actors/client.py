@@ -178,6 +178,13 @@ class DocTune:
         return {"runs": rows, "config_diff": diff}
 
     @staticmethod
+    def cluster_has_gpu() -> bool:
+        """Whether the cluster this client joined has a GPU (training's default preset follows it)."""
+        import ray
+
+        return ray.cluster_resources().get("GPU", 0) >= 1
+
+    @staticmethod
     def presets() -> list[str]:
         from backend.train_config import list_presets
 
@@ -204,20 +211,45 @@ class DocTune:
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, adapter_run: str, *, split: str = "test", limit: int | None = None,
-                 max_new_tokens: int = 128, batch_size: int = 8, judge_cfg=None,
-                 on_progress: Callable[[dict], None] | None = None) -> dict:
-        """Base against tuned for a completed training run, on its held-out split and the retention set.
+                 limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
+                 judge_cfg=None, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Base against tuned for a completed training run, on its held-out split, the knowledge probes of what
+        it trained on, and the retention set (`limit`: prompts per set; `limits`: per set).
 
         Raises:
             ValueError: not a completed training run, or no samples in `split`.
         """
         from actors.eval_run import start_eval_run
 
-        return start_eval_run(self, adapter_run, split=split, limit=limit, max_new_tokens=max_new_tokens,
-                              batch_size=batch_size, judge_cfg=judge_cfg, on_progress=on_progress)
+        return start_eval_run(self, adapter_run, split=split, limit=limit, limits=limits,
+                              max_new_tokens=max_new_tokens, batch_size=batch_size, judge_cfg=judge_cfg,
+                              on_progress=on_progress)
 
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)
+
+    def eval_learned(self, eval_run: str, examples: int = 3) -> dict:
+        """The knowledge probes of an evaluation in plain numbers (`summary`: shares of answers stating the right
+        fact, using the repository's real names, inventing one; base and tuned) and up to `examples` answers the
+        base got wrong and the tuned model right (`examples`), chosen by score."""
+        from backend.evaluate import knowledge_summary, wrong_then_right
+
+        rows = self.store.eval_results(eval_run, "probe")
+        return {"summary": knowledge_summary(rows), "examples": wrong_then_right(rows, examples)}
+
+    def identifiers(self, project: str, kind: str | None = None, search: str | None = None,
+                    limit: int = 200) -> dict:
+        """The repository's names that the grounded metrics look up: `counts` by kind and one page of `rows`
+        (name, kind, path, qualified) matching `kind` and `search`."""
+        return {"counts": self.store.identifier_counts(project),
+                "rows": self.store.identifiers(project, kind, search, limit)}
+
+    @staticmethod
+    def models(home: str | Path | None = None) -> list[dict]:
+        """The base models this machine has without a download (`backend.base_models.list_models`)."""
+        from backend.base_models import list_models
+
+        return list_models(resolve_home(home))
 
     def eval_view(self, eval_run: str, eval_set: str = "test", *, task: str | None = None, flip: str | None = None,
                   limit: int = 50, offset: int = 0) -> dict:

@@ -19,17 +19,26 @@ import ray
 
 from actors.store_actor import StoreClient
 
-METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate", "loss", "perplexity"]
+METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate", "api_recall", "api_hallucination",
+           "fact_accuracy", "loss", "perplexity"]
+PROBE_SET, RETENTION_SET = "probe", "retention"
 
 
 @ray.remote(max_concurrency=2)
 class EvalRun:
-    """Generates and scores base vs tuned for one adapter; stores every output."""
+    """Generates and scores base vs tuned for one adapter on three sets; stores every output.
+
+    - the held-out split (`test`): files the model never saw — do its skills carry over?
+    - `probe`: knowledge probes about the chunks it was trained on, asked in words it never saw — does it know
+      the repository?
+    - `retention`: general coding prompts — did it keep what it knew?
+    """
 
     def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, split: str,
-                 limit: int | None, max_new_tokens: int, batch_size: int):
+                 limit: int | None, max_new_tokens: int, batch_size: int, limits: dict[str, int] | None = None):
         self.home, self.run_id, self.adapter_run = Path(home), run_id, adapter_run
         self.project, self.version, self.split, self.limit = project, version, split, limit
+        self.limits = limits or {}
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.store = StoreClient(self.home)
         self.progress_state = {"status": "queued", "done": 0, "total": 0}
@@ -39,29 +48,31 @@ class EvalRun:
 
         from backend.evaluate import load_retention_set
         from backend.generate import load_for_eval
+        from backend.repo_index import RepoIndex
+        from backend.train import resolve_model_path, use_all_cores
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.progress_state["status"] = "running"
         self.store.update_run(self.run_id, status="running")
         train = self.store.run(self.adapter_run)
         adapter = Path(train["summary"]["adapter"])
-        rows = [r for r in self.store.dataset_rows(self.project, self.version) if r["split"] == self.split]
-        rows = sorted(rows, key=lambda r: r["sample_id"])[: self.limit]
-        retention = load_retention_set()[: self.limit]
+        sets = eval_sets(self.store.dataset_rows(self.project, self.version), train["config"]["train"], self.split,
+                         self.limit, self.limits)
+        retention = load_retention_set()[: self.limits.get(RETENTION_SET, self.limit)]
         for r in retention:
             r.setdefault("sample_id", r["id"])
+        sets[RETENTION_SET] = retention
+        index = RepoIndex(self.store.identifiers(self.project))
         status, error, summary = "failed", None, {}
         try:
-            base_path = None
-            if train["config"]["train"]["model"]["name_or_path"] == "tiny":
-                from backend.tiny_model import ensure_tiny_model
-
-                base_path = ensure_tiny_model(self.home / "models")
+            use_all_cores()
+            base_path = resolve_model_path(train["config"]["train"]["model"]["name_or_path"], home=self.home)
             model, tokenizer = load_for_eval(adapter, base_model_path=base_path)
-            self.progress_state["total"] = 2 * (len(rows) + len(retention))
-            summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": self.split}
-            for eval_set, set_rows in ((self.split, rows), ("retention", retention)):
-                results = self._evaluate(model, tokenizer, eval_set, set_rows)
+            self.progress_state["total"] = 2 * sum(len(rows) for rows in sets.values())
+            summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": self.split,
+                       "sets": list(sets), "identifiers": len(index.names)}
+            for eval_set, set_rows in sets.items():
+                results = self._evaluate(model, tokenizer, eval_set, set_rows, index)
                 self.store.record_eval_results(results)
                 summary[eval_set] = _statistics(results)
             status = "completed"
@@ -74,11 +85,13 @@ class EvalRun:
             threading.Timer(1.0, ray.kill, args=(handle,)).start()  # give the GPU to the next run
         return {"run_id": self.run_id, "status": status, "error": error, **summary}
 
-    def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict]) -> list[dict]:
+    def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict], index) -> list[dict]:
         from backend.evaluate import score_output
         from backend.generate import completion_losses, generate, prompt_messages
         from backend.train import to_prompt_completion
 
+        if not rows:
+            return []
         prompts = [prompt_messages(r) for r in rows]
         outputs = {}
         for adapter in (False, True):
@@ -92,21 +105,26 @@ class EvalRun:
         for i, row in enumerate(rows):
             # the answer the model was trained to give: the output, or a conversation's last assistant turn
             reference = to_prompt_completion(row)["completion"][-1]["content"]
-            scores = {}
+            scores, details = {}, {}
             for adapter, side in ((False, "base"), (True, "tuned")):
-                s = score_output(outputs[adapter][i]["text"], reference)
+                text = outputs[adapter][i]["text"]
+                question = "\n".join(m["content"] for m in prompts[i])
+                s = score_output(text, reference, index=index, fact=row.get("fact"), prompt=question)
                 loss = losses[adapter][i]
                 # NaN: the prompt alone filled max_length, so no answer token was scored
                 s["loss"] = None if math.isnan(loss) else loss
                 s["perplexity"] = None if math.isnan(loss) else math.exp(min(50.0, loss))
                 s["pass_rate"] = passes.get((adapter, i))
                 scores[side] = s
+                details[side] = {"mentioned": sorted(index.mentions(text)),
+                                 "unknown": sorted(index.unknown(index.claims(text)))}
             results.append({
                 "run_id": self.run_id, "adapter_run": self.adapter_run, "eval_set": eval_set,
                 "sample_id": row["sample_id"], "task": row.get("task"), "prompt": prompts[i],
                 "reference": reference, "base_output": outputs[False][i]["text"],
                 "tuned_output": outputs[True][i]["text"], "base_scores": scores["base"],
-                "tuned_scores": scores["tuned"], "judge": None, "judge_detail": None})
+                "tuned_scores": scores["tuned"], "judge": None, "judge_detail": None, "fact": row.get("fact"),
+                "details": details})
         return results
 
     def _pass_rates(self, rows: list[dict], outputs: dict) -> dict[tuple[bool, int], float]:
@@ -124,21 +142,43 @@ class EvalRun:
         return dict(self.progress_state)
 
 
+def eval_sets(rows: list[dict], train_config: dict, split: str, limit: int | None,
+              limits: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    """The dataset's prompts to evaluate a run on: the held-out `split`, and the knowledge probes of the chunks
+    the run trained on (its `data` settings chose them), each sorted by sample id and cut to `limits[set]`, else
+    `limit`."""
+    from backend.train import select_training_rows
+    from backend.train_config import TrainConfig
+
+    cfg = TrainConfig.from_dict(train_config, "the run's config")
+    trained = select_training_rows([r for r in rows if r["split"] == "train"], cfg.data, cfg.training.seed)
+    chunks = {r.get("chunk_id") for r in trained}
+    held_out = sorted((r for r in rows if r["split"] == split), key=lambda r: r["sample_id"])
+    probes = sorted((r for r in rows if r["split"] == PROBE_SET and r.get("chunk_id") in chunks),
+                    key=lambda r: r["sample_id"])
+    limits = limits or {}
+    return {split: held_out[:limits.get(split, limit)], PROBE_SET: probes[:limits.get(PROBE_SET, limit)]}
+
+
 def _statistics(results: list[dict]) -> dict:
     """Per metric base, tuned, delta and its paired-bootstrap 95% interval; per-sample flips."""
-    from backend.evaluate import aggregate, flips
+    from backend.evaluate import LOWER_IS_BETTER, aggregate, flips
 
     rows = [{"sample_id": r["sample_id"], "base": r["base_scores"], "tuned": r["tuned_scores"]} for r in results]
     metrics = [m for m in METRICS if any((r["base"] or {}).get(m) is not None for r in rows)]
     stats = {"n": len(rows), "metrics": aggregate(rows, metrics)}
-    stats["flips"] = {m: {k: len(v) for k, v in flips(rows, m, lower_is_better=m in {"loss", "perplexity"}).items()}
-                      for m in ("rouge_l", "loss") if m in metrics}
+    stats["flips"] = {m: {k: len(v) for k, v in flips(rows, m, lower_is_better=m in LOWER_IS_BETTER).items()}
+                      for m in ("rouge_l", "loss", "fact_accuracy", "api_recall") if m in metrics}
     return stats
 
 
 def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int | None = None,
-                   max_new_tokens: int = 128, batch_size: int = 8, judge_cfg=None, on_progress=None) -> dict:
-    """Evaluate a completed training run's adapter against its base; optionally judge the pairs."""
+                   limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
+                   judge_cfg=None, on_progress=None) -> dict:
+    """Evaluate a completed training run's adapter against its base; optionally judge the pairs.
+
+    `limit` cuts every set to its first N prompts (by sample id); `limits` sets it per set (`test`, `probe`,
+    `retention`)."""
     store = client.store
     train = store.run(adapter_run)
     if train is None or train["kind"] != "train":
@@ -150,11 +190,12 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
         raise ValueError(f"dataset {version} of project '{project}' has no '{split}' samples")
     run_id = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": split,
-                                               "limit": limit, "max_new_tokens": max_new_tokens, "greedy": True})
+                                               "limit": limit, "limits": limits, "max_new_tokens": max_new_tokens,
+                                               "greedy": True})
     store.update_run(run_id, status="queued")
     resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
     actor = EvalRun.options(name=f"eval-{run_id}", lifetime="detached", **resources).remote(
-        str(client.home), run_id, adapter_run, project, version, split, limit, max_new_tokens, batch_size)
+        str(client.home), run_id, adapter_run, project, version, split, limit, max_new_tokens, batch_size, limits)
     done = actor.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=1.0)

@@ -69,6 +69,14 @@ class IngestReport:
         return {k: v for k, v in self.__dict__.items() if k != "nodes"} | {"nodes": len(self.nodes)}
 
 
+def index_identifiers(store: StoreClient, project: str) -> int:
+    """Rebuild the project's identifier index from all its chunks (the repository-grounded metrics use it)."""
+    from backend.repo_index import build_index
+
+    chunks = store.chunks(project).select(["path", "kind", "text", "symbol"]).to_pylist()
+    return store.replace_identifiers(project, build_index(chunks))
+
+
 def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestConfig,
                       on_progress: Callable[[int, int], None] | None = None,
                       on_plan: Callable[[int], None] | None = None) -> IngestReport:
@@ -117,6 +125,8 @@ def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestC
         chunk_parallel(project, batch_items(plan.to_chunk, batch_bytes), cfg.chunk, 2 * workers, stored)
         ray.get(writes)
         store.mark_gone(project, plan.gone)
+        if plan.new or plan.changed or plan.gone or not store.identifier_counts(project):
+            index_identifiers(store, project)
         status = "succeeded"
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"

@@ -86,8 +86,8 @@ class TrainRun:
     def run(self) -> dict:
         import os
 
-        from backend.train import train_adapter
-        from backend.train_config import TINY_MODEL, TrainConfig
+        from backend.train import resolve_model_path, train_adapter, use_all_cores
+        from backend.train_config import TrainConfig
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, and no usage pings either
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -103,15 +103,12 @@ class TrainRun:
         self.sink = StoreSink(self.store, self.run_id)
         self.sink.event("resumed" if self.resume else "started", {"node": ray.get_runtime_context().get_node_id()})
         rows = self.store.dataset_rows(self.project, self.version)
-        base = None
-        if cfg.model.name_or_path == TINY_MODEL:
-            from backend.tiny_model import ensure_tiny_model
-
-            base = ensure_tiny_model(self.home / "models")
+        use_all_cores()
         started = time.monotonic()
         summary: dict = {"dataset": self.version, "preset": cfg.preset}
         status, error = "failed", None
         try:
+            base = resolve_model_path(cfg.model.name_or_path, home=self.home)
             result = train_adapter(cfg, [r for r in rows if r["split"] == "train"],
                                    [r for r in rows if r["split"] == "val"], self.home / "runs" / self.run_id,
                                    sink=self.sink, stop=self.stop, resume=self.resume, base_model_path=base,
@@ -164,7 +161,6 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
     """
     from backend.config import ConfigError
     from backend.train import _check_model, resolve_model_path
-    from backend.train_config import TINY_MODEL
 
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
@@ -181,13 +177,8 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
     cfg.validate()
     if cfg.model.requires_gpu and not _cluster_has_gpu():
         raise ConfigError([f"preset '{cfg.preset}' needs a CUDA GPU and this Ray cluster has none; use "
-                           f"`--preset tiny` on a CPU, or join a cluster with a GPU (--ray-address)"])
-    if cfg.model.name_or_path == TINY_MODEL:
-        from backend.tiny_model import ensure_tiny_model
-
-        path = ensure_tiny_model(client.home / "models")
-    else:
-        path = resolve_model_path(cfg.model.name_or_path)
+                           f"`--preset smol` on a CPU, or join a cluster with a GPU (--ray-address)"])
+    path = resolve_model_path(cfg.model.name_or_path, home=client.home)
     _check_model(cfg, path)
     return version, rows
 

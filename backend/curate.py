@@ -1,13 +1,18 @@
 """Curation: generated samples → a clean, deduplicated dataset split by source file.
 
 A sample is a dict with `sample_id, project, run_id, chunk_id, path, start_line, end_line, task
-(qa|codegen|explain|completion|multiturn), language (en|zh), instruction, input, output, messages
-(list of {"role", "content"} or None), generator, template_version`; other keys ride along untouched.
+(qa|codegen|explain|completion|multiturn|facts|probe), language (en|zh), instruction, input, output, messages
+(list of {"role", "content"} or None), generator, template_version, fact`; other keys ride along untouched.
 
 `curate` runs, in this order: validation → judge threshold → execution results → exact dedup →
 near dedup (MinHash + LSH over word 5-shingles, each candidate confirmed by exact Jaccard) → split.
 Splitting is by source `path`, so no file's samples sit in two splits; dedup runs first, so neither
 do duplicates of one text. `leakage` checks both on any split dataset.
+
+Knowledge probes (task `probe`) take no part in deciding the split: once the files are split, a probe of a
+file in the train split joins the `probe` split, unless it is a near-duplicate of a training sample (the same
+test as dedup) — a probe must ask what training taught in words training never used. Probes of held-out
+files are dropped: those files' questions belong to val and test.
 
 Everything is deterministic: samples are processed in `sample_id` order, hashes are seeded
 (never Python's per-process `hash()`), and outputs are sorted by `sample_id`.
@@ -26,9 +31,11 @@ import numpy as np
 
 from backend.config import ConfigError
 from backend.sandbox import extract_python_blocks, python_syntax_errors, run_python
+from backend.synth_config import PROBE_TASK
 
-TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
 LANGUAGES = ("en", "zh")
+PROBE_SPLIT = "probe"
+"""The split of knowledge probes: questions about the train split's files, never trained on."""
 SHINGLE_WORDS = 5
 """Words per shingle for near-duplicate detection."""
 
@@ -88,6 +95,8 @@ class CurateConfig:
             out.append(f"curate.num_perm={self.num_perm} must be between 8 and 1024; 64 is typical")
         if not self.splits:
             out.append('curate.splits is empty; use e.g. {"train": 0.8, "val": 0.1, "test": 0.1}')
+        if PROBE_SPLIT in self.splits:
+            out.append(f"curate.splits names '{PROBE_SPLIT}', which is reserved for knowledge probes; rename it")
         for name, frac in self.splits.items():
             if not _SPLIT_NAME.match(str(name)):
                 out.append(f"curate.splits name {name!r} must be letters, digits, '_' or '-' (it names a file)")
@@ -393,12 +402,15 @@ def split_by_source(samples: list[dict], splits: dict[str, float], seed: int = 1
 
 def leakage(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, seed: int = 13) -> list[str]:
     """Every way a split dataset leaks between splits: a path, an exact text or a near-duplicate text
-    (shingle Jaccard >= threshold) found in two splits. Empty: no leak."""
+    (shingle Jaccard >= threshold) found in two splits. Empty: no leak.
+
+    Probes ask about train files by design, so for paths `probe` counts as `train`; a probe's text must still
+    not repeat a training sample's."""
     problems = []
     by_path: dict[str, set[str]] = defaultdict(set)
     for s in samples:
         if s.get("path"):
-            by_path[str(s["path"])].add(s["split"])
+            by_path[str(s["path"])].add("train" if s["split"] == PROBE_SPLIT else s["split"])
     problems += [f"path {p} is in splits {', '.join(sorted(sp))}" for p, sp in sorted(by_path.items()) if len(sp) > 1]
 
     ordered = sorted(samples, key=_sid)
@@ -494,28 +506,29 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
         else:
             alive.append(s)
 
+    probes = [s for s in alive if s.get("task") == PROBE_TASK]
+    alive = [s for s in alive if s.get("task") != PROBE_TASK]
     reached_dedup = len(alive)
-    exact = exact_duplicates(alive)
-    for sid, kept_id in exact.items():
-        drop(sid, [f"exact_duplicate_of:{kept_id}"])
-    alive = [s for s in alive if _sid(s) not in exact]
-    near = near_duplicates(alive, cfg.near_dup_threshold, cfg.num_perm, cfg.seed)
-    for sid, kept_id in near.items():
-        drop(sid, [f"near_duplicate_of:{kept_id}"])
-    alive = [s for s in alive if _sid(s) not in near]
+    exact, near = _dedup(alive, cfg, drop)
+    alive = [s for s in alive if _sid(s) not in exact and _sid(s) not in near]
 
     assignment = split_by_source(alive, cfg.splits, cfg.seed)
+    assignment.update(_assign_probes(probes, alive, assignment, cfg, drop))
     kept = []
-    for s in alive:
+    for s in alive + probes:
         sid = _sid(s)
+        if sid not in assignment:
+            continue
         row = dict(s, split=assignment[sid], judge_score=judge_scores.get(sid), exec_status=exec_results.get(sid))
         kept.append(row)
+    kept.sort(key=_sid)
 
     stats = {
         "input": len(samples),
         "kept": len(kept),
         "dropped": len(dropped),
-        "by_split": {name: sum(1 for r in kept if r["split"] == name) for name in cfg.splits},
+        "by_split": {name: sum(1 for r in kept if r["split"] == name)
+                     for name in [*cfg.splits, *([PROBE_SPLIT] if probes else [])]},
         "by_task": dict(sorted(Counter(_text(r.get("task")) for r in kept).items())),
         "by_language": dict(sorted(Counter(_text(r.get("language")) for r in kept).items())),
         "dropped_by_reason": dict(sorted(reason_counts.items())),
@@ -524,3 +537,52 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
         "duplicate_rate": (len(exact) + len(near)) / reached_dedup if reached_dedup else 0.0,
     }
     return CurationResult(kept=kept, dropped=sorted(dropped.items()), stats=stats)
+
+
+def _dedup(samples: list[dict], cfg: CurateConfig, drop) -> tuple[dict[str, str], dict[str, str]]:
+    """Exact, then near duplicates among `samples`, each dropped naming the sample it repeats."""
+    exact = exact_duplicates(samples)
+    for sid, kept_id in exact.items():
+        drop(sid, [f"exact_duplicate_of:{kept_id}"])
+    near = near_duplicates([s for s in samples if _sid(s) not in exact], cfg.near_dup_threshold, cfg.num_perm,
+                           cfg.seed)
+    for sid, kept_id in near.items():
+        drop(sid, [f"near_duplicate_of:{kept_id}"])
+    return exact, near
+
+
+def _assign_probes(probes: list[dict], samples: list[dict], assignment: dict[str, str], cfg: CurateConfig,
+                   drop) -> dict[str, str]:
+    """sample_id → `probe` for the probes that ask about a train file in words no training sample uses."""
+    if not probes:
+        return {}
+    exact, near = _dedup(probes, cfg, drop)
+    split_of_path = {_source(s): assignment[_sid(s)] for s in samples}
+    train = [s for s in samples if assignment[_sid(s)] == "train"]
+    hasher, index = MinHasher(cfg.num_perm, cfg.seed), LSHIndex(cfg.near_dup_threshold, cfg.num_perm)
+    train_shingles = {}
+    for s in train:
+        sh = shingles(sample_text(s))
+        train_shingles[_sid(s)] = sh
+        index.add(_sid(s), hasher.signature(sh))
+    train_texts = {normalize(sample_text(s)): _sid(s) for s in train}
+    out = {}
+    for p in sorted(probes, key=_sid):
+        sid = _sid(p)
+        if sid in exact or sid in near:
+            continue
+        split = split_of_path.get(_source(p))
+        if split is None:
+            drop(sid, ["probe_without_training_file"])
+            continue
+        if split != "train":
+            drop(sid, [f"probe_of_held_out_file:{split}"])
+            continue
+        text = normalize(sample_text(p))
+        sh = shingles(sample_text(p))
+        twins = sorted(k for k in index.query(hasher.signature(sh)) if jaccard(sh, train_shingles[k]) >= cfg.near_dup_threshold)
+        if text in train_texts or twins:
+            drop(sid, [f"probe_near_training:{train_texts.get(text) or twins[0]}"])
+            continue
+        out[sid] = PROBE_SPLIT
+    return out

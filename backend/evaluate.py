@@ -29,10 +29,21 @@ from backend.config import REPO_ROOT
 from backend.sandbox import extract_python_blocks, python_syntax_errors
 
 METRICS = ("rouge_l", "bleu", "chrf", "exact_match", "syntax_valid")
-"""Keys of `score_output`, in order."""
-LOWER_IS_BETTER = frozenset({"loss", "perplexity"})
+"""Keys of `score_output` without a repository index, in order."""
+REPOSITORY_METRICS = ("api_recall", "api_hallucination", "fact_accuracy")
+"""Keys `score_output` adds when given the repository's index (and, for `fact_accuracy`, a probe's fact)."""
+LOWER_IS_BETTER = frozenset({"loss", "perplexity", "api_hallucination"})
 """Metrics where a smaller value is the better one (`aggregate` and `flips` look them up here)."""
 RETENTION_SET = REPO_ROOT / "data" / "retention" / "general_coding.jsonl"
+SET_MEANING = {
+    "test": "whole files held out of training: do the skills carry over to documents the model never saw?",
+    "val": "whole files held out of training (the validation split)",
+    "probe": "questions about what the model was trained on, asked in words it never saw: does it know the "
+             "repository?",
+    "retention": "general coding prompts unrelated to the repository: did it keep what it knew?",
+}
+"""What each evaluation set asks, in a sentence (the CLI and the dashboard say it beside the numbers)."""
+SIDES = {"base": "the base model alone (the adapter switched off)", "tuned": "the base model with the trained adapter"}
 
 # Words and single punctuation marks: code answers differ in `foo(x)` vs `foo( x )`, which a plain
 # whitespace split would count as different tokens.
@@ -113,15 +124,56 @@ def syntax_valid(pred: str) -> float | None:
     return 0.0 if python_syntax_errors(pred) else 1.0
 
 
-def score_output(pred: str, ref: str) -> dict[str, float | None]:
-    """Every per-output metric of `pred` against `ref`, keyed as `METRICS`."""
-    return {
+def api_recall(pred: str, ref: str, index, prompt: str = "") -> float | None:
+    """Of the repository's names in the reference answer (`RepoIndex.mentions`) that the prompt does not
+    already give away, the share the output names too; None when there is no such name. (Repeating a name the
+    question contains shows no knowledge: a base model that echoes `RateCard.quote` back would score on it.)"""
+    wanted = index.mentions(ref) - index.mentions(prompt)
+    if not wanted:
+        return None
+    return len(wanted & index.mentions(pred)) / len(wanted)
+
+
+def api_hallucination(pred: str, index) -> float | None:
+    """Of the names in the output that present themselves as the repository's (`RepoIndex.claims`: qualified
+    by its package, or imported from it), the share that name nothing it has; None when it claims none."""
+    claims = index.claims(pred)
+    if not claims:
+        return None
+    return len(index.unknown(claims)) / len(claims)
+
+
+def _fact_text(text: str) -> str:
+    """Lower case, code marks and quotes dropped, whitespace collapsed: `"EUR"` and `EUR` state the same fact."""
+    return " ".join(re.sub(r"[`'\"“”]", "", text.lower()).split())
+
+
+def fact_accuracy(pred: str, fact: str | None) -> float | None:
+    """1.0 when the output states the probe's fact as a whole (`4` is not stated by `TM-4002` or `40`), else
+    0.0; None for a sample without a fact."""
+    if not fact or not _fact_text(fact):
+        return None
+    wanted = re.escape(_fact_text(fact))
+    return 1.0 if re.search(rf"(?<![a-z0-9_]){wanted}(?![a-z0-9_])", _fact_text(pred)) else 0.0
+
+
+def score_output(pred: str, ref: str, *, index=None, fact: str | None = None,
+                 prompt: str = "") -> dict[str, float | None]:
+    """Every per-output metric of `pred` against `ref`, keyed as `METRICS`, plus `REPOSITORY_METRICS` when the
+    repository's `index` (a `backend.repo_index.RepoIndex`) is given (`prompt`: the question's text, whose names
+    `api_recall` does not count)."""
+    scores = {
         "rouge_l": rouge_l(pred, ref),
         "bleu": bleu(pred, ref),
         "chrf": chrf(pred, ref),
         "exact_match": exact_match(pred, ref),
         "syntax_valid": syntax_valid(pred),
     }
+    if index is not None:
+        scores |= {"api_recall": api_recall(pred, ref, index, prompt),
+                   "api_hallucination": api_hallucination(pred, index),
+                   "fact_accuracy": fact_accuracy(pred, fact)}
+    return scores
 
 
 def _bootstrap_means(values: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
@@ -298,3 +350,40 @@ def code_passes(output: str, repo_root, timeout_s: float = 10) -> float:
         return 0.0
     result = run_python("\n\n".join(blocks), repo_root=Path(repo_root), timeout_s=timeout_s)
     return 1.0 if result.status == "pass" else 0.0
+
+
+def _share(values: list[bool]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def uses_real_names(scores: dict) -> bool:
+    """An answer names at least one of the repository names its reference names, and invents none."""
+    return bool(scores.get("api_recall")) and not scores.get("api_hallucination")
+
+
+def knowledge_summary(rows: list[dict]) -> dict:
+    """What the probe set says in plain numbers, for base and tuned: how many questions, the share of answers
+    stating the right fact (of those with a fact), using the repository's real names (`uses_real_names`, of
+    those whose reference names any) and inventing a name (of all)."""
+    out: dict = {"questions": len(rows), "with_fact": sum(1 for r in rows if r.get("fact"))}
+    for side in ("base", "tuned"):
+        scores = [r[f"{side}_scores"] or {} for r in rows]
+        out[side] = {
+            "fact_right": _share([s.get("fact_accuracy") == 1.0 for s in scores if s.get("fact_accuracy") is not None]),
+            "real_names": _share([uses_real_names(s) for s in scores if s.get("api_recall") is not None]),
+            "invented_names": _share([bool(s.get("api_hallucination")) for s in scores]),
+        }
+    return out
+
+
+def wrong_then_right(rows: list[dict], k: int = 3) -> list[dict]:
+    """Up to `k` rows where the base answer was wrong and the tuned one right, best first, chosen by score:
+    the fact stated (or, without a fact, the repository's names used) by tuned and not by base, then the
+    largest ROUGE-L gain."""
+    def right(scores: dict, fact: str | None) -> bool:
+        return scores.get("fact_accuracy") == 1.0 if fact else uses_real_names(scores)
+
+    picked = [r for r in rows if right(r["tuned_scores"] or {}, r.get("fact"))
+              and not right(r["base_scores"] or {}, r.get("fact"))]
+    gain = lambda r: ((r["tuned_scores"] or {}).get("rouge_l") or 0) - ((r["base_scores"] or {}).get("rouge_l") or 0)
+    return sorted(picked, key=lambda r: (-gain(r), r["sample_id"]))[:k]

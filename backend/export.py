@@ -13,6 +13,9 @@ Next to them: `dataset_info.json` (LLaMA-Factory's dataset registry, one entry p
 | openai   | `{split}.jsonl` | messages [{role: system/user/assistant, content}] |
 | parquet  | `{split}.parquet` | the alpaca columns plus sample_id, split, task, language, messages (JSON), provenance |
 
+The `probe` split (knowledge probes, never trained on) is exported like the others; its short expected facts
+are in the provenance sidecar (`fact`) and the Parquet column of that name.
+
 A conversation is the sample's `messages` when it has them, else one user turn (instruction, then
 input after a blank line when non-empty) and one assistant turn (output).
 """
@@ -29,9 +32,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 FORMATS = ("alpaca", "sharegpt", "openai", "parquet")
-SPLIT_ORDER = ("train", "val", "test")
+SPLIT_ORDER = ("train", "val", "test", "probe")
 PROVENANCE_KEYS = ("sample_id", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
-                   "template_version", "task")
+                   "template_version", "task", "fact")
 
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "system_tag": "system"}
@@ -44,7 +47,7 @@ PARQUET_SCHEMA = pa.schema([
     ("history", pa.list_(pa.list_(pa.string()))), ("messages", pa.string()),
     ("project", pa.string()), ("path", pa.string()), ("start_line", pa.int32()), ("end_line", pa.int32()),
     ("chunk_id", pa.string()), ("run_id", pa.string()), ("generator", pa.string()),
-    ("template_version", pa.string()),
+    ("template_version", pa.string()), ("fact", pa.string()),
 ])
 
 
@@ -122,6 +125,7 @@ def parquet_row(sample: dict, system_prompt: str | None = None) -> dict:
         "start_line": sample.get("start_line"), "end_line": sample.get("end_line"),
         "chunk_id": sample.get("chunk_id"), "run_id": _opt_str(sample.get("run_id")),
         "generator": sample.get("generator"), "template_version": _opt_str(sample.get("template_version")),
+        "fact": _opt_str(sample.get("fact")),
     }
 
 

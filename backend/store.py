@@ -236,6 +236,28 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        6,
+        "knowledge probes and the repository's identifiers",
+        """
+        -- a knowledge probe's expected fact, alone (a default, a name, a code); NULL for other samples
+        ALTER TABLE samples ADD COLUMN fact VARCHAR;
+        ALTER TABLE dataset_samples ADD COLUMN fact VARCHAR;
+        ALTER TABLE eval_results ADD COLUMN fact VARCHAR;
+        -- per side, the repository names an output mentioned and those it claimed that do not exist
+        ALTER TABLE eval_results ADD COLUMN details JSON;
+        -- every name the repository defines or documents, rebuilt after each ingest: what the
+        -- repository-grounded metrics (api_recall, api_hallucination) look answers up in
+        CREATE TABLE identifiers (
+            project VARCHAR NOT NULL,
+            name VARCHAR NOT NULL,
+            kind VARCHAR NOT NULL,     -- module | class | function | method | parameter | constant | exception |
+                                       -- code_span | flag | error_code | config_key | cli_command
+            path VARCHAR,              -- where it was first seen
+            qualified BOOLEAN NOT NULL -- a dotted name under one of the repository's own modules
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -557,7 +579,8 @@ class Store:
         if rows:
             now = _now()
             self._insert("eval_results", [
-                {k: (json.dumps(v, default=str) if k in {"prompt", "base_scores", "tuned_scores", "judge_detail"}
+                {k: (json.dumps(v, default=str) if k in {"prompt", "base_scores", "tuned_scores", "judge_detail",
+                                                          "details"}
                      and v is not None else v) for k, v in r.items()} | {"created_at": now} for r in rows])
 
     def set_eval_judgements(self, run_id: str, verdicts: dict[tuple[str, str], tuple[str, dict]]) -> None:
@@ -572,7 +595,7 @@ class Store:
         rows = self._dicts("SELECT * EXCLUDE (created_at) FROM eval_results WHERE run_id = ? AND "
                            "(? IS NULL OR eval_set = ?) ORDER BY eval_set, sample_id", [run_id, eval_set, eval_set])
         for r in rows:
-            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail"):
+            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail", "details"):
                 r[k] = json.loads(r[k]) if r[k] else None
         return rows
 
@@ -616,6 +639,25 @@ class Store:
         for r in rows:
             r["messages"] = json.loads(r["messages"]) if r["messages"] else None
         return rows
+
+    # ---- the repository's identifiers ----------------------------------------------------------
+    def replace_identifiers(self, project: str, rows: list[dict]) -> int:
+        """The project's identifier index, replaced whole (`backend.repo_index.build_index` rows)."""
+        with self.transaction():
+            self.con.execute("DELETE FROM identifiers WHERE project = ?", [project])
+            self._insert("identifiers", [dict(r, project=project) for r in rows])
+        return len(rows)
+
+    def identifiers(self, project: str, kind: str | None = None, search: str | None = None,
+                    limit: int | None = None) -> list[dict]:
+        return self._dicts(
+            """SELECT name, kind, path, qualified FROM identifiers WHERE project = ? AND (? IS NULL OR kind = ?)
+               AND (? IS NULL OR contains(lower(name), lower(?))) ORDER BY kind, name LIMIT ?""",
+            [project, kind, kind, search, search, limit or 2**62])
+
+    def identifier_counts(self, project: str) -> dict[str, int]:
+        return dict(self.con.execute("SELECT kind, count(*) FROM identifiers WHERE project = ? GROUP BY kind "
+                                     "ORDER BY count(*) DESC", [project]).fetchall())
 
     # ---- reads -----------------------------------------------------------------------------
     def stats(self, project: str) -> dict[str, Any]:
@@ -853,7 +895,9 @@ class Store:
     def eval_view(self, run_id: str, eval_set: str, *, task: str | None = None, flip: str | None = None,
                   metric: str = "rouge_l", tolerance: float = 0.05, limit: int = 50, offset: int = 0) -> dict:
         """One page of an evaluation's side-by-side rows; `flip` = improved | regressed keeps the samples whose
-        `metric` moved by more than `tolerance` that way (higher is better, as for rouge_l)."""
+        `metric` moved by more than `tolerance` that way (higher is better, as for rouge_l); `flip` =
+        hallucination_fixed keeps those where the base invented a repository name and the tuned model was right
+        (stated the probe's fact, or, without a fact, used the reference's names and invented none)."""
         where = ["run_id = ?", "eval_set = ?"]
         args: list = [run_id, eval_set]
         if task:
@@ -867,14 +911,19 @@ class Store:
         elif flip == "regressed":
             where.append(f"{delta} < ?")
             args.append(-tolerance)
+        elif flip == "hallucination_fixed":
+            score = lambda side, m: f"TRY_CAST(json_extract_string({side}_scores, '$.{m}') AS DOUBLE)"
+            where.append(f"""{score('base', 'api_hallucination')} > 0 AND (
+                {score('tuned', 'fact_accuracy')} = 1 OR (fact IS NULL AND {score('tuned', 'api_recall')} > 0
+                AND coalesce({score('tuned', 'api_hallucination')}, 0) = 0))""")
         elif flip is not None:
-            raise ValueError(f"flip={flip!r}: use 'improved', 'regressed' or None")
+            raise ValueError(f"flip={flip!r}: use 'improved', 'regressed', 'hallucination_fixed' or None")
         cond = " AND ".join(where)
         total = self.con.execute(f"SELECT count(*) FROM eval_results WHERE {cond}", args).fetchone()[0]
         rows = self._dicts(f"SELECT * EXCLUDE (created_at) FROM eval_results WHERE {cond} ORDER BY sample_id "
                            "LIMIT ? OFFSET ?", args + [limit, offset])
         for r in rows:
-            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail"):
+            for k in ("prompt", "base_scores", "tuned_scores", "judge_detail", "details"):
                 r[k] = json.loads(r[k]) if r[k] else None
         judge = dict(self.con.execute("SELECT coalesce(judge, 'not judged'), count(*) FROM eval_results WHERE "
                                       "run_id = ? AND eval_set = ? GROUP BY 1", [run_id, eval_set]).fetchall())

@@ -14,7 +14,10 @@ from backend.config import REPO_ROOT, ConfigError
 
 PROMPTS_DIR = REPO_ROOT / "data" / "prompts"
 PRICES_FILE = REPO_ROOT / "data" / "prices.yaml"
-TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
+TASKS = ("qa", "codegen", "explain", "completion", "multiturn", "facts")
+"""Task types a run draws from (`task_mix`): each becomes training samples."""
+PROBE_TASK = "probe"
+"""Knowledge probes: questions about a chunk asked to test the tuned model, never trained on (`probe_share`)."""
 # Environment variables that may hold the generator's key, in the order they are tried.
 KEY_VARIABLES = ("DOCTUNE_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY")
 
@@ -31,13 +34,18 @@ class SynthConfig:
     model: str = "deepseek-chat"
     """Model name as the endpoint knows it; `deepseek-chat` is DeepSeek V3."""
     task_mix: dict[str, float] = field(default_factory=lambda: {
-        "qa": 0.35, "codegen": 0.25, "explain": 0.15, "completion": 0.1, "multiturn": 0.15})
+        "qa": 0.3, "codegen": 0.2, "explain": 0.1, "completion": 0.1, "multiturn": 0.1, "facts": 0.2})
     """Relative weight of each task type; tasks that do not fit a chunk (code tasks on prose without
     code) are not drawn for it."""
     tasks_per_chunk: int = 2
     """Different task types asked of each chunk. More: more samples and cost per chunk."""
     samples_per_request: int = 3
     """Samples asked for in one request (the COUNT in the prompt)."""
+    probe_share: float = 0.25
+    """Share of chunks (seeded draw) that also get one request for knowledge probes: questions about a fact the
+    chunk states, asked differently from its training samples. Probes of files that land in the train split
+    become the dataset's `probe` split, which evaluation uses to ask whether the tuned model learned the
+    repository; they are never trained on. 0 turns probes off; the heuristic generator makes them for free."""
     language: str = "en"
     """Language of instructions and answers: `en` or `zh` (code stays code)."""
     temperature: float = 0.7
@@ -85,6 +93,9 @@ class SynthConfig:
         for name in ("tasks_per_chunk", "samples_per_request", "concurrency", "workers", "rpm", "tpm", "max_attempts"):
             if getattr(self, name) < 1:
                 out.append(f"synth.{name}={getattr(self, name)} must be at least 1")
+        if not 0 <= self.probe_share <= 1:
+            out.append(f"synth.probe_share={self.probe_share} must be between 0 and 1 (0.25 is typical, 0 turns "
+                       f"knowledge probes off)")
         if self.rate_window_s <= 0:
             out.append("synth.rate_window_s must be positive (60 for per-minute limits)")
         if self.request_timeout_s <= 0:
@@ -94,7 +105,8 @@ class SynthConfig:
         if self.max_cost_usd is not None and self.price() is None:
             out.append(f"synth.max_cost_usd is set but there is no price for model {self.model!r}; add it to "
                        f"{PRICES_FILE.name} or to synth.prices")
-        missing = [t for t, w in self.task_mix.items() if w > 0 and not (Path(self.prompts_dir) / f"{t}.md").exists()]
+        needed = [t for t, w in self.task_mix.items() if w > 0] + ([PROBE_TASK] if self.probe_share > 0 else [])
+        missing = [t for t in needed if not (Path(self.prompts_dir) / f"{t}.md").exists()]
         if missing:
             out.append(f"no prompt template for {missing} in {self.prompts_dir}; add <task>.md files")
         return out
@@ -117,7 +129,8 @@ class SynthConfig:
 
     def fingerprint(self) -> str:
         """What decides the dataset: a run is resumed only under the same fingerprint."""
-        keys = ("generator", "base_url", "model", "task_mix", "tasks_per_chunk", "samples_per_request", "language",
+        keys = ("generator", "base_url", "model", "task_mix", "tasks_per_chunk", "samples_per_request", "probe_share",
+                "language",
                 "temperature", "max_output_tokens", "min_chunk_tokens", "max_chunks", "seed", "prompts_dir")
         payload = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True)
         return hashlib.sha1(payload.encode()).hexdigest()[:12]

@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
 
-from backend.synth_config import TASKS, SynthConfig
+from backend.facts import extract_facts, fact_samples, module_of, probe_samples
+from backend.synth_config import PROBE_TASK, TASKS, SynthConfig
 
 CODE_KINDS = {"python", "code", "spec", "notebook"}
 LANGUAGE_INSTRUCTION = {
@@ -73,26 +74,39 @@ class Unit:
     template_version: str
     messages: list[dict]
     est_tokens_in: int
+    repository: str = ""
+    """How the heuristic generator names the repository in its questions (`repository_name`)."""
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def eligible_tasks(chunk: dict) -> list[str]:
-    """Tasks that make sense for a chunk: code tasks need code, conversations need prose."""
+def eligible_tasks(chunk: dict, generator: str | None = None) -> list[str]:
+    """Tasks that make sense for a chunk: code tasks need code, conversations need prose. For the heuristic
+    generator, `facts` needs a fact it can find (an LLM finds its own)."""
     text = chunk["text"]
     has_code = chunk["kind"] in CODE_KINDS or "```" in text or "\n>>> " in text or "::\n" in text
     if chunk["kind"] == "config":
-        return ["qa"]
-    if chunk["kind"] in CODE_KINDS:
-        return ["qa", "codegen", "explain", "completion"]
-    return ["qa", "multiturn"] + (["codegen", "completion"] if has_code else [])
+        tasks = ["qa", "facts"]
+    elif chunk["kind"] in CODE_KINDS:
+        tasks = ["qa", "codegen", "explain", "completion", "facts"]
+    else:
+        tasks = ["qa", "multiturn", "facts"] + (["codegen", "completion"] if has_code else [])
+    if generator == "heuristic" and not chunk_facts(chunk):
+        tasks.remove("facts")
+    return tasks
+
+
+def chunk_facts(chunk: dict) -> list:
+    """The facts the heuristic finds in a chunk (`backend.facts.extract_facts`)."""
+    return extract_facts(chunk["text"], chunk["kind"], chunk.get("path", ""), " > ".join(chunk.get("heading_path") or []),
+                         chunk.get("symbol"))
 
 
 def choose_tasks(chunk: dict, cfg: SynthConfig) -> list[str]:
     """Weighted draw without replacement, seeded by the chunk: the same chunk always gets the same tasks."""
     rng = random.Random(f"{cfg.seed}:{chunk['chunk_id']}")
-    pool = [t for t in eligible_tasks(chunk) if cfg.task_mix.get(t, 0) > 0]
+    pool = [t for t in eligible_tasks(chunk, cfg.generator) if cfg.task_mix.get(t, 0) > 0]
     chosen = []
     while pool and len(chosen) < cfg.tasks_per_chunk:
         weights = [cfg.task_mix[t] for t in pool]
@@ -120,14 +134,25 @@ def request_params(cfg: SynthConfig) -> dict:
     return {"temperature": cfg.temperature, "max_tokens": cfg.max_output_tokens, "json_mode": cfg.json_mode}
 
 
+def wants_probe(chunk: dict, cfg: SynthConfig) -> bool:
+    """Whether this chunk also gets a knowledge-probe request: a seeded draw, the same for the chunk every time
+    (for the heuristic generator, only chunks where it finds a fact to ask about)."""
+    if cfg.probe_share <= 0 or cfg.generator == "heuristic" and not chunk_facts(chunk):
+        return False
+    digest = hashlib.sha256(f"{cfg.seed}:probe:{chunk['chunk_id']}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < cfg.probe_share
+
+
 def plan_units(chunks: list[dict], cfg: SynthConfig, project: str) -> list[Unit]:
-    """Every (chunk, task) request of a run, in a stable order."""
-    templates = {t: load_template(cfg.prompts_dir, t) for t in TASKS if cfg.task_mix.get(t, 0) > 0}
+    """Every (chunk, task) request of a run, in a stable order: the chunk's drawn tasks, then its probe request."""
+    wanted = [t for t in TASKS if cfg.task_mix.get(t, 0) > 0] + ([PROBE_TASK] if cfg.probe_share > 0 else [])
+    templates = {t: load_template(cfg.prompts_dir, t) for t in wanted}
     params = request_params(cfg)
     units = []
     usable = [c for c in chunks if c["token_count"] >= cfg.min_chunk_tokens]
+    repository = repository_name(chunks, project)
     for chunk in usable[: cfg.max_chunks]:
-        for task in choose_tasks(chunk, cfg):
+        for task in choose_tasks(chunk, cfg) + ([PROBE_TASK] if wants_probe(chunk, cfg) else []):
             messages = render_messages(templates[task], chunk, cfg, project)
             est = sum(estimate_tokens(m["content"]) for m in messages)
             units.append(Unit(
@@ -135,7 +160,7 @@ def plan_units(chunks: list[dict], cfg: SynthConfig, project: str) -> list[Unit]
                 path=chunk["path"], start_line=chunk["start_line"], end_line=chunk["end_line"],
                 heading=" > ".join(chunk["heading_path"]), kind=chunk["kind"], symbol=chunk.get("symbol"),
                 text=chunk["text"], task=task, index=0, template_version=templates[task].version,
-                messages=messages, est_tokens_in=est))
+                messages=messages, est_tokens_in=est, repository=repository))
     return units
 
 
@@ -292,7 +317,10 @@ def _clean_item(item) -> dict | None:
         messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     else:
         messages = None
-    return {"instruction": instruction.strip(), "input": inp.strip(), "output": output.strip(), "messages": messages}
+    fact = item.get("fact")
+    fact = fact.strip() if isinstance(fact, str) and fact.strip() else None
+    return {"instruction": instruction.strip(), "input": inp.strip(), "output": output.strip(), "messages": messages,
+            "fact": fact}
 
 
 def parse_judgement(content: str) -> tuple[float, str]:
@@ -365,7 +393,8 @@ def build_samples(unit: Unit, items: list[dict], *, project: str, run_id: str, g
             "start_line": unit.start_line, "end_line": unit.end_line, "task": unit.task, "language": language,
             "instruction": item["instruction"], "input": item["input"], "output": item["output"],
             "messages": item["messages"] if unit.task == "multiturn" else None, "generator": generator,
-            "template_version": unit.template_version})
+            "template_version": unit.template_version,
+            "fact": item.get("fact") if unit.task == PROBE_TASK else None})
     return rows
 
 
@@ -377,8 +406,36 @@ def heuristic_response(unit: Unit, count: int) -> str:
     functions become completion tasks; fenced examples become code-generation tasks.
     """
     maker = {"qa": _h_qa, "multiturn": _h_multiturn, "codegen": _h_codegen, "explain": _h_explain,
-             "completion": _h_completion}[unit.task]
+             "completion": _h_completion, "facts": _h_facts, PROBE_TASK: _h_probe}[unit.task]
     return json.dumps({"samples": maker(unit)[:count]}, ensure_ascii=False)
+
+
+_NOT_PACKAGES = {"tests", "test", "examples", "example", "docs", "doc", "scripts", "tools", "benchmarks", "bench"}
+
+
+def repository_name(chunks: list[dict], project: str) -> str:
+    """How questions name the repository: its main Python package (the top-level folder holding the most
+    Python chunks, `src/` looked through), else the project's name."""
+    counts: dict[str, int] = {}
+    for c in chunks:
+        parts = [p for p in Path(c["path"]).parts if p != "src"]
+        if c["path"].endswith(".py") and len(parts) > 1 and parts[0].isidentifier() and parts[0] not in _NOT_PACKAGES:
+            counts[parts[0]] = counts.get(parts[0], 0) + 1
+    return max(sorted(counts), key=counts.get) if counts else project
+
+
+def _unit_facts(unit: Unit):
+    return extract_facts(unit.text, unit.kind, unit.path, unit.heading, unit.symbol)
+
+
+def _h_facts(unit: Unit) -> list[dict]:
+    """One question per fact the chunk states (a default, an exception, a module, a table cell ...)."""
+    return fact_samples(_unit_facts(unit), unit.repository)
+
+
+def _h_probe(unit: Unit) -> list[dict]:
+    """The same facts asked in other words, each with the fact alone in `fact`."""
+    return probe_samples(_unit_facts(unit), unit.repository)
 
 
 def _sentences(text: str) -> list[str]:
@@ -484,7 +541,7 @@ def _h_codegen(unit: Unit) -> list[dict]:
         out.append({"instruction": f"Write Python code to {goal[0].lower() + goal[1:]}.", "input": "",
                     "output": f"```python\n{code}\n```\nThis follows the documented usage in {unit.path}."})
     node = _definition(unit)
-    module = _module_of(unit.path)
+    module = module_of(unit.path)
     if not out and node is not None and module and not node.name.startswith("_"):
         doc = (ast.get_docstring(node) or "").split("\n")[0]
         top = unit.symbol.split(".")[0] if unit.symbol else node.name
@@ -493,17 +550,6 @@ def _h_codegen(unit: Unit) -> list[dict]:
                     "output": f"```python\nfrom {module} import {top}\n```\n`{_signature(unit, node)}`"
                               + (f": {doc}" if doc else "")})
     return out
-
-
-def _module_of(path: str) -> str | None:
-    """Dotted module of a Python file path (`src/` dropped), None for scripts outside a package."""
-    p = Path(path)
-    if p.suffix != ".py" or p.parent == Path("."):
-        return None
-    parts = [x for x in p.with_suffix("").parts if x != "src"]
-    if parts[-1] == "__init__":
-        parts = parts[:-1]
-    return ".".join(parts) if parts and all(x.isidentifier() for x in parts) else None
 
 
 def _definition(unit: Unit) -> ast.AST | None:

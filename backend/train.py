@@ -17,6 +17,7 @@ per-device batch is halved and gradient accumulation doubled, and the run resume
 from __future__ import annotations
 
 import gc
+import hashlib
 import importlib.util
 import json
 import math
@@ -31,11 +32,12 @@ from typing import Any, Protocol, TypeVar
 import psutil
 import torch
 
-from backend.config import ConfigError
+from backend.config import REPO_ROOT, ConfigError
 from backend.export import conversation
-from backend.train_config import TINY_MODEL, TrainConfig, resolve_for_hardware
+from backend.train_config import DataSettings, TrainConfig, resolve_for_hardware
 
 CHECKPOINTS, ADAPTER, TENSORBOARD = "checkpoints", "adapter", "tensorboard"
+REPLAY_SET = REPO_ROOT / "data" / "replay" / "general_instructions.jsonl"
 RUN_CONFIG_FILE = "doctune_train_config.json"
 MAX_OOM_RETRIES = 3
 TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "auto": "auto"}
@@ -87,6 +89,55 @@ def to_prompt_completion(row: dict) -> dict:
     return {"prompt": prompt, "completion": [{"role": "assistant", "content": turns[-1][1]}]}
 
 
+def select_training_rows(rows: list[dict], data: DataSettings, seed: int) -> list[dict]:
+    """The train rows a run trains on under `data` (tasks, length bound, sample cap), in the rows' order.
+
+    The cap takes whole chunks in a seeded order (sha256 of seed and chunk id), skipping a chunk that would
+    pass the cap, so every chunk in the selection is there with all its samples. Deterministic: evaluation
+    calls it again to know which chunks a run learned.
+    """
+    from backend.tokens import token_counter
+
+    kept = [r for r in rows if data.tasks is None or r.get("task") in data.tasks]
+    if data.max_sample_tokens is not None:
+        count = token_counter(None)
+        kept = [r for r in kept if count(_row_text(r)) <= data.max_sample_tokens]
+    if data.max_samples is None or len(kept) <= data.max_samples:
+        return kept
+    by_chunk: dict[str, list[dict]] = {}
+    for r in kept:
+        by_chunk.setdefault(str(r.get("chunk_id") or r["sample_id"]), []).append(r)
+    order = sorted(by_chunk, key=lambda c: hashlib.sha256(f"{seed}:{c}".encode()).hexdigest())
+    chosen, total = set(), 0
+    for chunk in order:
+        if total + len(by_chunk[chunk]) <= data.max_samples:
+            chosen.add(chunk)
+            total += len(by_chunk[chunk])
+    return [r for r in kept if str(r.get("chunk_id") or r["sample_id"]) in chosen]
+
+
+def _row_text(row: dict) -> str:
+    parts = [row.get("instruction") or "", row.get("input") or "", row.get("output") or ""]
+    messages = row.get("messages")
+    if isinstance(messages, str):
+        messages = json.loads(messages)
+    return "\n".join(parts + [m.get("content", "") for m in messages or []])
+
+
+def replay_rows(share: float, n_repository: int, seed: int, path: Path = REPLAY_SET) -> list[dict]:
+    """General instruction rows making up `share` of a training set of `n_repository` repository rows, in a
+    seeded order (repeated when more are needed than the file holds)."""
+    if share <= 0 or n_repository == 0:
+        return []
+    items = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    items.sort(key=lambda r: hashlib.sha256(f"{seed}:{r['id']}".encode()).hexdigest())
+    wanted = round(share / (1 - share) * n_repository)
+    return [{"sample_id": f"{items[i % len(items)]['id']}#{i // len(items)}", "split": "train", "task": "replay",
+             "instruction": items[i % len(items)]["instruction"], "input": items[i % len(items)].get("input", ""),
+             "output": items[i % len(items)]["output"], "messages": None, "chunk_id": None}
+            for i in range(wanted)]
+
+
 def rows_to_dataset(rows: list[dict]):
     """DocTune rows → a `datasets.Dataset` with `prompt` and `completion` columns (lists of {role, content})."""
     from datasets import Dataset
@@ -96,6 +147,15 @@ def rows_to_dataset(rows: list[dict]):
 
 # ---- checks before anything is written -------------------------------------------------------------
 
+def use_all_cores() -> int:
+    """On a CPU, let torch use every core of the machine: Ray starts a worker with OMP_NUM_THREADS set to the
+    actor's `num_cpus` (1), which makes a CPU training or evaluation ~1.6x slower on two cores (measured).
+    Returns the thread count."""
+    if not torch.cuda.is_available():
+        torch.set_num_threads(max(1, psutil.cpu_count(logical=True) or 1))
+    return torch.get_num_threads()
+
+
 def detect_hardware() -> dict[str, bool]:
     """What `resolve_for_hardware` needs to know; unsloth is looked up, never imported."""
     cuda = torch.cuda.is_available()
@@ -103,8 +163,9 @@ def detect_hardware() -> dict[str, bool]:
             "unsloth_available": importlib.util.find_spec("unsloth") is not None}
 
 
-def resolve_model_path(name_or_path: str, base_model_path: Path | None = None) -> Path:
-    """The local folder of the base model: `base_model_path`, the built `tiny`, a folder, or the HF cache.
+def resolve_model_path(name_or_path: str, base_model_path: Path | None = None, home: Path | None = None) -> Path:
+    """The local folder of the base model: `base_model_path`, a model DocTune builds (`tiny`,
+    `smollm2-135m-instruct`, under `home`/models), a folder, or the HF cache.
 
     Raises:
         ConfigError: not found on this machine (nothing is downloaded); the message says how to fetch it.
@@ -115,10 +176,15 @@ def resolve_model_path(name_or_path: str, base_model_path: Path | None = None) -
             raise ConfigError([f"base model folder {path} has no config.json; pass the folder that "
                                f"save_pretrained wrote (config.json, weights, tokenizer)"])
         return path
-    if name_or_path == TINY_MODEL:
-        from backend.tiny_model import ensure_tiny_model
+    from backend.base_models import ModelNotAvailable, local_model_path
+    from backend.config import resolve_home
 
-        return ensure_tiny_model()
+    try:
+        local = local_model_path(name_or_path, home if home is not None else resolve_home())
+    except ModelNotAvailable as exc:
+        raise ConfigError([str(exc)]) from None
+    if local is not None:
+        return local
     path = Path(name_or_path).expanduser()
     if (path / "config.json").is_file():
         return path
@@ -134,7 +200,7 @@ def resolve_model_path(name_or_path: str, base_model_path: Path | None = None) -
     raise ConfigError([
         f"model {name_or_path!r} is neither a local folder with config.json nor in the Hugging Face cache "
         f"({constants.HF_HUB_CACHE}); DocTune downloads nothing: fetch it once with `hf download {name_or_path}`, "
-        f"set model.name_or_path to a local folder, or use `--preset tiny` to try the pipeline"])
+        f"set model.name_or_path to a local folder, or use `--preset smol` (a 135M model that ships with DocTune)"])
 
 
 def _check_model(cfg: TrainConfig, model_path: Path) -> None:
@@ -450,7 +516,8 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
 
     Args:
         cfg: the config (a preset, maybe overridden); fitted here to the machine with `resolve_for_hardware`.
-        train_rows, val_rows: DocTune dataset rows (instruction, input, output, messages).
+        train_rows, val_rows: DocTune dataset rows (instruction, input, output, messages). `cfg.data` chooses
+            which train rows are used (`select_training_rows`) and how many general rows are mixed in (`replay`).
         out_dir: the run's folder: checkpoints/, tensorboard/, and adapter/ on completion.
         sink: receives metrics every logging step and events (start, oom, cancelled, completed, ...).
         stop: set it to cancel; the run saves a checkpoint and returns `cancelled`.
@@ -467,6 +534,16 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
     if not train_rows:
         raise ValueError(f"dataset version {dataset_version or '(unnamed)'} has no train samples; curate more "
                          f"(`doctune synth` / `doctune curate`) or pick another version (`doctune datasets`)")
+    available = len(train_rows)
+    train_rows = select_training_rows(train_rows, cfg.data, cfg.training.seed)
+    if not train_rows:
+        raise ValueError(f"the data settings {cfg.data} leave none of the {available} train samples of dataset "
+                         f"version {dataset_version or '(unnamed)'}; widen data.tasks or data.max_sample_tokens")
+    replay = replay_rows(cfg.data.replay, len(train_rows), cfg.training.seed)
+    if cfg.data.max_val_samples is not None and len(val_rows) > cfg.data.max_val_samples:
+        order = sorted(range(len(val_rows)), key=lambda i: hashlib.sha256(
+            f"{cfg.training.seed}:{val_rows[i].get('sample_id', i)}".encode()).hexdigest())
+        val_rows = [val_rows[i] for i in sorted(order[:cfg.data.max_val_samples])]
     hardware = detect_hardware()
     cfg = resolve_for_hardware(cfg, **hardware)
     cuda = hardware["cuda"]
@@ -479,12 +556,14 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
     if not resume and _last_checkpoint(checkpoints) is not None:
         raise ValueError(f"{out_dir} already holds checkpoints of an earlier run; resume it (resume=True) or "
                          f"train into an empty folder")
-    train_ds, val_ds = rows_to_dataset(train_rows), rows_to_dataset(val_rows) if val_rows else None
+    train_ds = rows_to_dataset(train_rows + replay)
+    val_ds = rows_to_dataset(val_rows) if val_rows else None
 
     out_dir.mkdir(parents=True, exist_ok=True)
     events = _Events(sink)
     events("start", engine=cfg.engine, device="cuda" if cuda else "cpu", model=str(model_path),
-           train_rows=len(train_rows), val_rows=len(val_rows), resume=resume)
+           train_rows=len(train_rows), replay_rows=len(replay), available_rows=available, val_rows=len(val_rows),
+           chunks=len({r.get("chunk_id") for r in train_rows}), resume=resume)
     build_model = build_unsloth_model if cfg.engine == "unsloth" else build_hf_model
     if not cuda:
         _let_trl_run_on_cpu()
@@ -520,7 +599,7 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
     if callback.cancelled_at is not None:
         events("cancelled", step=state.global_step, checkpoint=str(last_checkpoint))
     else:
-        adapter_dir = _save_adapter(trainer, cfg, model_path, out_dir, train_rows, val_rows)
+        adapter_dir = _save_adapter(trainer, cfg, model_path, out_dir, train_rows + replay, val_rows)
         events("completed", step=state.global_step, adapter_dir=str(adapter_dir))
     return TrainResult(
         status="cancelled" if callback.cancelled_at is not None else "completed",

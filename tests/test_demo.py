@@ -16,6 +16,7 @@ from tests import dashboard_browser as browser
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)
 def test_demo_ends_on_a_dashboard_that_shows_everything(tmp_path, report):
     home, port = tmp_path / "home", browser.free_port()
     env = {k: v for k, v in os.environ.items() if k not in {"RAY_ADDRESS", "DOCTUNE_API_KEY", "DEEPSEEK_API_KEY",
@@ -27,10 +28,10 @@ def test_demo_ends_on_a_dashboard_that_shows_everything(tmp_path, report):
                                  "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True, cwd=REPO)
     try:
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 1200  # ~7 min on a quiet 2-core machine: SmolLM2 trains and is evaluated
         while True:
             assert demo.poll() is None, log.read_text()[-4000:]
-            assert time.monotonic() < deadline, "no dashboard within 10 minutes"
+            assert time.monotonic() < deadline, "no dashboard within 20 minutes"
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
                     break
@@ -42,6 +43,10 @@ def test_demo_ends_on_a_dashboard_that_shows_everything(tmp_path, report):
             assert stage in text
         assert f"DocTune dashboard: http://127.0.0.1:{port}" in text
         assert "rouge_l" in text.lower() or "ROUGE" in text
+        assert "preset smol" in text and "What the model learned: asked" in text
+        for eval_set in ("test (", "probe (", "retention ("):
+            assert eval_set in text
+        assert "fact_accuracy" in text and "api_recall" in text
         with browser.browser_session() as p:
             chromium = browser.launch(p)
             page = chromium.new_page(viewport={"width": 1400, "height": 2400})

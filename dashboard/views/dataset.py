@@ -38,6 +38,27 @@ def corpus(project: str) -> None:
     if stats["skipped"]:
         with st.expander(f"Skipped files ({sum(stats['skipped'].values())}), with reasons"):
             st.dataframe(pd.DataFrame(dt.skipped_files(project)), hide_index=True)
+    identifiers(project)
+
+
+def identifiers(project: str) -> None:
+    """The names the repository defines or documents: what api_recall and api_hallucination look answers up in."""
+    index = dt.identifiers(project, limit=0)
+    total = sum(index["counts"].values())
+    if not total:
+        return
+    with st.expander(f"Repository identifiers ({total:,}): the names evaluation checks answers against"):
+        st.caption("Built from the chunks after every ingest: modules, classes, functions, methods, parameters, "
+                   "constants (with their qualified names), and the docs' code spans — config keys, CLI flags and "
+                   "commands, error codes. An answer naming `pkg.module.Thing` that is not here invented it.")
+        left, right = st.columns([1, 2])
+        left.dataframe(pd.DataFrame(list(index["counts"].items()), columns=["kind", "names"]), hide_index=True)
+        kinds = [""] + list(index["counts"])
+        c = right.columns(2)
+        kind = c[0].selectbox("Kind", kinds, format_func=lambda k: k or "all", key="ident-kind")
+        search = c[1].text_input("Search names", key="ident-search")
+        found = dt.identifiers(project, kind or None, search or None, limit=200)["rows"]
+        right.dataframe(pd.DataFrame(found, columns=["name", "kind", "path", "qualified"]), hide_index=True)
 
 
 def dataset(project: str) -> None:

@@ -1,9 +1,11 @@
-"""Evaluation: base against tuned — the metric table with 95% intervals, the judge's win/tie/loss, and a
-side-by-side viewer of prompt, reference, both outputs and their scores, filtered by flips and task type."""
+"""Evaluation: base against tuned on three sets (held-out files, knowledge probes, general coding) — the metric
+table with 95% intervals, what the model learned in plain words, the judge's win/tie/loss, and a side-by-side
+viewer of prompt, reference, both outputs and their scores, filtered by flips, hallucinations and task type."""
 
 import pandas as pd
 import streamlit as st
 
+from backend.evaluate import SET_MEANING, SIDES
 from dashboard.common import client, failures_shown, project_picker, status_label
 
 st.title("Evaluation")
@@ -48,9 +50,14 @@ def evaluation(project: str) -> None:
     if not view["eval_sets"]:
         st.info(f"This evaluation is {run['status']} and has no results yet.")
         return
-    eval_set = st.radio("Set", view["eval_sets"], index=view["eval_sets"].index("test")
-                        if "test" in view["eval_sets"] else 0, horizontal=True)
+    order = [s for s in (summary.get("split", "test"), "probe", "retention") if s in view["eval_sets"]]
+    order += [s for s in view["eval_sets"] if s not in order]
+    eval_set = st.radio("Set", order, horizontal=True, format_func=lambda s: {"probe": "probe (knowledge)"}.get(s, s))
+    st.caption(f"**{eval_set}**: {SET_MEANING.get(eval_set, 'a held-out split')} **Base** is {SIDES['base']}; "
+               f"**tuned** is {SIDES['tuned']}.")
     stats = summary.get(eval_set) or {}
+    if eval_set == "probe":
+        learned(run_id)
     st.subheader("Metrics")
     if stats:
         st.dataframe(metric_table(stats), hide_index=True)
@@ -71,20 +78,54 @@ def evaluation(project: str) -> None:
     side_by_side(run_id, eval_set)
 
 
+def learned(run_id: str) -> None:
+    """The probe set in plain numbers, and three answers the base got wrong and the tuned model right."""
+    learned_ = dt.eval_learned(run_id)
+    k = learned_["summary"]
+    pct = lambda x: "–" if x is None else f"{100 * x:.0f}%"
+    st.subheader("What it learned")
+    c = st.columns(3)
+    c[0].metric("Right fact (tuned)", pct(k["tuned"]["fact_right"]), help=f"base {pct(k['base']['fact_right'])}; "
+                f"of the {k['with_fact']} probes whose answer is one short fact")
+    c[0].caption(f"base {pct(k['base']['fact_right'])}")
+    c[1].metric("Real names used (tuned)", pct(k["tuned"]["real_names"]),
+                help="answers naming at least one of the reference's repository names and inventing none")
+    c[1].caption(f"base {pct(k['base']['real_names'])}")
+    c[2].metric("Invented names (tuned)", pct(k["tuned"]["invented_names"]),
+                help="answers naming something as the repository's that it does not have")
+    c[2].caption(f"base {pct(k['base']['invented_names'])}")
+    examples = learned_["examples"]
+    if examples:
+        with st.expander(f"{len(examples)} answers where the base was wrong and the tuned model right "
+                         "(chosen by score)"):
+            for r in examples:
+                st.markdown(f"**Q:** {r['prompt'][-1]['content']}" + (f"  \n*fact:* `{r['fact']}`" if r.get("fact")
+                                                                      else ""))
+                cols = st.columns(2)
+                cols[0].caption("Base")
+                cols[0].text(r["base_output"][:1500])
+                cols[1].caption("Tuned")
+                cols[1].text(r["tuned_output"][:1500])
+
+
+FILTERS = {"all": "all", "improved": "improved (ROUGE-L)", "regressed": "regressed (ROUGE-L)",
+           "hallucination_fixed": "base hallucinated, tuned right"}
+
+
 def side_by_side(run_id: str, eval_set: str) -> None:
     st.subheader("Side by side")
     first = dt.eval_view(run_id, eval_set, limit=0)
     c = st.columns(3)
     task = c[0].selectbox("Task", [""] + first["tasks"], key="eval-task", format_func=lambda t: t or "all")
-    flip = c[1].selectbox("Flips (ROUGE-L)", ["all", "improved", "regressed"], key="eval-flip")
+    flip = c[1].selectbox("Show", list(FILTERS), key="eval-flip", format_func=FILTERS.get)
+    flip = None if flip == "all" else flip
     page = st.session_state.get("eval-page", 1)
-    view = dt.eval_view(run_id, eval_set, task=task or None, flip=None if flip == "all" else flip,
-                        limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    view = dt.eval_view(run_id, eval_set, task=task or None, flip=flip, limit=PAGE_SIZE,
+                        offset=(page - 1) * PAGE_SIZE)
     pages = max(1, -(-view["total"] // PAGE_SIZE))
     if page > pages:
         page = st.session_state["eval-page"] = 1
-        view = dt.eval_view(run_id, eval_set, task=task or None, flip=None if flip == "all" else flip,
-                            limit=PAGE_SIZE)
+        view = dt.eval_view(run_id, eval_set, task=task or None, flip=flip, limit=PAGE_SIZE)
     c[2].number_input(f"Page (of {pages}; {view['total']} rows)", 1, pages, key="eval-page")
     if not view["rows"]:
         st.info("No row matches these filters.")
@@ -96,12 +137,15 @@ def side_by_side(run_id: str, eval_set: str) -> None:
                                                                         if r["judge"] else ""))
             st.text(text[:4000])
             cols = st.columns(3)
-            cols[0].caption("Reference")
+            cols[0].caption("Reference" + (f" · fact `{r['fact']}`" if r.get("fact") else ""))
             cols[0].text((r["reference"] or "")[:4000])
-            cols[1].caption("Base " + _scores(r["base_scores"]))
-            cols[1].text((r["base_output"] or "(empty output)")[:4000])
-            cols[2].caption("Tuned " + _scores(r["tuned_scores"]))
-            cols[2].text((r["tuned_output"] or "(empty output)")[:4000])
+            details = r.get("details") or {}
+            for col, side in ((cols[1], "base"), (cols[2], "tuned")):
+                col.caption(side.capitalize() + " " + _scores(r[f"{side}_scores"]))
+                col.text((r[f"{side}_output"] or "(empty output)")[:4000])
+                unknown = (details.get(side) or {}).get("unknown")
+                if unknown:
+                    col.caption("invented: " + ", ".join(f"`{n}`" for n in unknown[:8]))
 
 
 def _scores(scores: dict | None) -> str:

@@ -32,8 +32,10 @@ def start_form(project: str) -> None:
         return
     c = st.columns(2)
     presets = dt.presets()
-    preset = c[0].selectbox("Preset", presets, index=presets.index("tiny") if "tiny" in presets else 0,
-                            help="seed: Qwen2.5-3B in 4-bit, LoRA r=16 (needs a GPU); tiny: a 2-layer model, CPU")
+    default = "seed" if dt.cluster_has_gpu() else "smol"
+    preset = c[0].selectbox("Preset", presets, index=presets.index(default) if default in presets else 0,
+                            help="seed: Qwen2.5-3B in 4-bit, LoRA r=16 (needs a GPU); smol: SmolLM2-135M-Instruct, "
+                                 "a real model that trains on a CPU; tiny: 2 layers, random weights (plumbing tests)")
     version = c[1].selectbox("Dataset version", versions, index=len(versions) - 1)
     cfg = load_preset(preset)
     with st.form(f"train-form-{preset}"):

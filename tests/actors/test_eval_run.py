@@ -9,12 +9,24 @@ ANSWER = "Use tidemark.berth() with the ZEBRA window, then call seal_with() befo
 
 
 def fixed_answer_dataset(client, project="e", n=64):
+    """Every train, val and test row has the same answer; the probe split asks about it in other words (chunk
+    `c`, which the train rows come from, and `other`, which none does); the project's identifier index knows
+    `tidemark.berth` and `tidemark.seal_with`."""
+    from backend.repo_index import build_index
+
     client.store.upsert_project(project, "/nowhere", None)
     rows = [{"sample_id": f"s{i:03d}", "split": ["train", "train", "train", "val", "test"][i % 5],
              "path": f"docs/p{i % 9}.md", "task": "qa", "language": "en",
              "instruction": f"How do I book berth number {i} for a reefer container?", "input": "", "output": ANSWER,
              "messages": None, "run_id": "r", "chunk_id": "c", "start_line": 1, "end_line": 2,
              "generator": "test", "template_version": "qa@test"} for i in range(n)]
+    rows += [{"sample_id": f"p{i:03d}", "split": "probe", "path": "docs/p0.md", "task": "probe", "language": "en",
+              "instruction": f"Which window goes with berth booking number {i}?", "input": "", "output": ANSWER,
+              "fact": "ZEBRA", "messages": None, "run_id": "r", "chunk_id": "c" if i < 6 else "other",
+              "start_line": 1, "end_line": 2, "generator": "test", "template_version": "probe@test"} for i in range(8)]
+    code = "def berth(window):\n    pass\n\n\ndef seal_with(seal):\n    pass\n"
+    client.store.replace_identifiers(project, build_index([{"path": "tidemark/__init__.py", "kind": "python",
+                                                            "text": code, "symbol": None}]))
     return client.store.create_dataset(project, rows, source_runs=["r"], config={}, stats={})
 
 
@@ -36,11 +48,17 @@ def test_tuned_beats_base_with_intervals_and_a_judge(client):
     assert test["loss"]["tuned"] < test["loss"]["base"] and test["loss"]["ci"][1] < 0
     assert test["loss"]["better"] == "lower"
     assert "retention" in result and result["retention"]["n"] == 8
+    assert result["sets"] == ["test", "probe", "retention"]
+    probe = result["probe"]
+    assert probe["n"] == 6  # the probes of chunk `other` ask about nothing this run trained on
+    assert {"fact_accuracy", "api_recall", "rouge_l", "loss"} <= set(probe["metrics"])
+    assert probe["metrics"]["api_recall"]["n"] == 6 and probe["metrics"]["fact_accuracy"]["better"] == "higher"
+    assert test["api_recall"]["tuned"] > test["api_recall"]["base"]  # the answer names tidemark.berth()
     rows = client.eval_results(result["run_id"], "test")
     assert len(rows) == 8 and all(r["base_output"] != r["tuned_output"] for r in rows)
     assert all(r["tuned_scores"]["rouge_l"] >= r["base_scores"]["rouge_l"] for r in rows)
     judged = result["judge"]["sets"]["test"]
-    assert judged["win"] + judged["tie"] + judged["loss"] == 8 and pairwise == 2 * 16  # both orders, both sets
+    assert judged["win"] + judged["tie"] + judged["loss"] == 8 and pairwise == 2 * 22  # both orders, three sets
     assert {r["judge"] for r in rows} <= {"win", "tie", "loss"}
     stored = client.store.run(result["run_id"])
     assert stored["status"] == "completed" and stored["summary"]["judge"]["model"] == "fake-model"

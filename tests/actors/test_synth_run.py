@@ -39,12 +39,13 @@ def test_heuristic_synthesis_curates_a_version(sample_client):
     units_accounted(sample_client, summary)
     version = summary["dataset"]
     info = {d["version"]: d for d in sample_client.datasets("s")}[version]
-    assert set(info["splits"]) == {"train", "val", "test"}
+    assert set(info["splits"]) == {"train", "val", "test", "probe"}
     rows = sample_client.store.dataset_rows("s", version)
     by_split = {}
-    for r in rows:
-        by_split.setdefault(r["path"], set()).add(r["split"])
+    for r in rows:  # knowledge probes ask about train files: for leakage, they are on the train side
+        by_split.setdefault(r["path"], set()).add("train" if r["split"] == "probe" else r["split"])
     assert all(len(splits) == 1 for splits in by_split.values()), "a source file leaked across splits"
+    assert all(r["fact"] for r in rows if r["split"] == "probe"), "every heuristic probe carries its fact"
     stats = sample_client.stats("s")
     assert stats["samples"] == info["splits"] and isinstance(stats["dead_letters"], int)
 
@@ -110,7 +111,7 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
     pages["docs/bad.md"] = "# Broken page\n\n" + "BADSAMPLE text that the judge must reject here. " * 12
     client.ingest(write_tree(tmp_path / "r", pages), "j")
     with FakeLLMServer() as server:
-        cfg = openai_cfg(server, max_chunks=None, tasks_per_chunk=1, task_mix={"qa": 1.0})
+        cfg = openai_cfg(server, max_chunks=None, tasks_per_chunk=1, task_mix={"qa": 1.0}, probe_share=0)
         run = client.synth("j", cfg)["run_id"]
         before = server.stats()["judge"]
         version = curate_runs(client, "j", [run], CurateConfig(judge_threshold=3.0), judge_with=cfg)

@@ -69,7 +69,7 @@ EXPECTED_COLUMNS = {
     "openai": {"messages"},
     "parquet": {"sample_id", "split", "task", "language", "system", "instruction", "input", "output", "history",
                 "messages", "project", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
-                "template_version"},
+                "template_version", "fact"},
 }
 
 
@@ -196,7 +196,7 @@ def test_provenance_sidecar_matches_rows(tmp_path):
     assert set(prov[0]) == set(PROVENANCE_KEYS)
     assert prov[2] == {"sample_id": "t3", "path": "docs/t3.md", "start_line": 3, "end_line": 9, "chunk_id": "chunk-t3",
                        "run_id": "run-1", "generator": "deepseek-chat", "template_version": "qa-v1",
-                       "task": "multiturn"}
+                       "task": "multiturn", "fact": None}
     # the data rows themselves carry no provenance
     assert all(set(r) == {"messages"} for r in jsonl(tmp_path / "train.jsonl"))
 

@@ -95,7 +95,7 @@ def test_run_table_and_eval_view(store):
     assert view["total"] == 4 and all(r["tuned_scores"]["rouge_l"] < r["base_scores"]["rouge_l"] for r in view["rows"])
     assert store.eval_view(EVAL_RUN, "test", flip="improved")["total"] == 8
     assert store.eval_view(EVAL_RUN, "test", task="qa")["total"] == 3
-    assert view["judge"] == {"win": 4, "tie": 4, "loss": 4} and view["eval_sets"] == ["retention", "test"]
+    assert view["judge"] == {"win": 4, "tie": 4, "loss": 4} and view["eval_sets"] == ["probe", "retention", "test"]
     with pytest.raises(ValueError):
         store.eval_view(EVAL_RUN, "test", flip="sideways")
 

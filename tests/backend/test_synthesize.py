@@ -47,9 +47,9 @@ def test_task_choice_is_deterministic_and_fits_the_chunk():
     doc = {"chunk_id": "c1", "kind": "markdown", "text": "Plain prose about berths."}
     code = {"chunk_id": "c2", "kind": "python", "text": "def f():\n    pass"}
     cfg = SynthConfig(tasks_per_chunk=2)
-    assert set(eligible_tasks(doc)) == {"qa", "multiturn"}
+    assert set(eligible_tasks(doc)) == {"qa", "multiturn", "facts"}
     assert choose_tasks(doc, cfg) == choose_tasks(doc, cfg)
-    assert set(choose_tasks(code, cfg)) <= {"qa", "codegen", "explain", "completion"}
+    assert set(choose_tasks(code, cfg)) <= {"qa", "codegen", "explain", "completion", "facts"}
 
 
 def test_units_have_stable_cache_keys_that_depend_on_model_and_prompt():

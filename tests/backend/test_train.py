@@ -344,7 +344,7 @@ def test_unknown_model(tmp_path, rows):
 
 @needs_no_gpu
 def test_gpu_preset_without_a_gpu(tmp_path, rows):
-    with pytest.raises(ConfigError, match="--preset tiny"):
+    with pytest.raises(ConfigError, match="--preset smol"):
         train_adapter(load_preset("seed"), *rows, tmp_path / "run", sink=RecordingSink())
     assert not (tmp_path / "run").exists()
 
@@ -384,3 +384,39 @@ def test_a_checkpoint_cut_off_mid_save_is_skipped(tmp_path):
     (tmp_path / "checkpoint-10" / "trainer_state.json").write_text('{"global_st')  # torn write
     assert _last_checkpoint(tmp_path) == tmp_path / "checkpoint-8"
     assert _last_checkpoint(tmp_path / "none") is None
+
+
+def test_data_settings_choose_whole_chunks_by_task_and_length_and_add_replay():
+    from backend.train import replay_rows, select_training_rows
+    from backend.train_config import DataSettings
+
+    rows = [{"sample_id": f"s{i:02d}", "chunk_id": f"c{i // 3}", "task": "facts" if i % 3 else "qa",
+             "instruction": "Q " + "word " * (i if i < 30 else 300), "input": "", "output": "A.", "messages": None}
+            for i in range(36)]
+    assert select_training_rows(rows, DataSettings(), 1) == rows
+    facts = select_training_rows(rows, DataSettings(tasks=["facts"]), 1)
+    assert facts and all(r["task"] == "facts" for r in facts)
+    short = select_training_rows(rows, DataSettings(max_sample_tokens=40), 1)
+    assert [r["sample_id"] for r in short] == [f"s{i:02d}" for i in range(30)]
+    capped = select_training_rows(rows, DataSettings(max_samples=10), 7)
+    chunks = {r["chunk_id"] for r in capped}
+    assert len(capped) <= 10 and all(sum(r["chunk_id"] == c for r in capped) == 3 for c in chunks)  # whole chunks
+    assert capped == select_training_rows(rows, DataSettings(max_samples=10), 7)  # the same every time
+    assert capped != select_training_rows(rows, DataSettings(max_samples=10), 8)
+    replay = replay_rows(0.25, 30, seed=3)
+    assert len(replay) == 10 and all(r["task"] == "replay" and r["output"] for r in replay)
+    assert len({r["sample_id"] for r in replay_rows(0.9, 300, seed=3)}) == 2700  # cycles, with distinct ids
+    assert replay_rows(0.0, 30, seed=3) == []
+
+
+def test_the_replay_set_is_apart_from_the_retention_set():
+    from backend.curate import jaccard, shingles
+    from backend.evaluate import load_retention_set
+    from backend.train import REPLAY_SET
+
+    replay = [json.loads(line) for line in REPLAY_SET.read_text().splitlines() if line.strip()]
+    retention = load_retention_set()
+    text = lambda r: " ".join([r["instruction"], r.get("input", ""), r["output"]])
+    assert len(replay) >= 100 and len({r["id"] for r in replay}) == len(replay)
+    worst = max(jaccard(shingles(text(a)), shingles(text(b))) for a in replay for b in retention)
+    assert worst < 0.3

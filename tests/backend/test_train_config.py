@@ -133,7 +133,7 @@ def test_resolve_on_cpu_is_fp32_without_4bit():
 def test_a_gpu_preset_on_cpu_names_the_preset_and_the_way_out():
     with pytest.raises(ConfigError) as err:
         resolve_for_hardware(load_preset("qwen2.5-coder-7b"), **CPU)
-    assert "'qwen2.5-coder-7b'" in str(err.value) and "--preset tiny" in str(err.value)
+    assert "'qwen2.5-coder-7b'" in str(err.value) and "--preset smol" in str(err.value)
 
 
 def test_unsloth_cannot_be_forced_where_it_cannot_run():

@@ -120,10 +120,10 @@ def check_synthesis(at: AppTest) -> None:
 
 
 def check_training(at: AppTest) -> None:
-    assert at.button(key="FormSubmitter:train-form-tiny-Start training").label == "Start training"
+    assert at.button(key="FormSubmitter:train-form-smol-Start training").label == "Start training"
     picked = {s.label: s.value for s in at.selectbox}
-    assert picked["Preset"] == "tiny" and picked["Dataset version"] == "v1"
-    assert at.number_input(key="tiny-lora-r").value == 8
+    assert picked["Preset"] == "smol" and picked["Dataset version"] == "v1"  # the real model, on a CPU
+    assert at.number_input(key="smol-lora-r").value == 16
     run = next(s for s in at.selectbox if s.label == "Run")
     assert sorted(run.options) == [f"{r} (completed)" for r in TRAIN_RUNS]
     assert metrics(at)["Step"] == "50"
@@ -310,6 +310,22 @@ def test_evaluation_flip_filter_shows_only_those_rows(seeded):
     assert side_by_side_rows(at) == ["s00000000"]  # of the qa rows (0, 5, 10) only 0 regressed
 
 
+def test_evaluation_probe_set_says_what_was_learned_and_finds_fixed_hallucinations(seeded):
+    at = open_page("evaluation")
+    at.radio[0].set_value("probe")
+    clean(at.run())
+    shown = metrics(at)
+    assert shown["Right fact (tuned)"] == "67%" and shown["Invented names (tuned)"] == "0%"
+    captions = [c.value for c in at.caption]
+    assert any("does it know the repository?" in c for c in captions)
+    assert "base 0%" in captions and "base 50%" in captions  # fact right, names invented, for the base
+    at.selectbox(key="eval-flip").select("hallucination_fixed")
+    clean(at.run())
+    fixed = [f"p{i:08d}" for i in range(12) if i % 2 == 0 and i % 3]  # base invented a name, tuned stated the fact
+    assert [m.value.split("**")[1] for m in at.markdown if m.value.startswith("**p")] == fixed
+    assert any(c.value.startswith("invented: `tidemark.made_up_") for c in at.caption)
+
+
 def test_synthesis_estimate_offers_to_start_without_starting(seeded):
     from backend.synth_config import SynthConfig
     from dashboard.common import client
@@ -368,6 +384,7 @@ def test_training_started_from_the_form_then_shown_with_its_curves(seeded):
     from dashboard.common import client
 
     at = open_page("training")
+    next(s for s in at.selectbox if s.label == "Preset").select("tiny").run()
     max_steps = next(n for n in at.number_input if n.label.startswith("Max steps"))
     max_steps.set_value(6)
     next(n for n in at.number_input if n.label.startswith("Eval every")).set_value(3)
