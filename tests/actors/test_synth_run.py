@@ -46,8 +46,25 @@ def test_heuristic_synthesis_curates_a_version(sample_client):
         by_split.setdefault(r["path"], set()).add("train" if r["split"] == "probe" else r["split"])
     assert all(len(splits) == 1 for splits in by_split.values()), "a source file leaked across splits"
     assert all(r["fact"] for r in rows if r["split"] == "probe"), "every heuristic probe carries its fact"
+    from backend.curate import leakage
+
+    assert leakage(rows) == []  # no probe repeats a training sample, no file straddles splits
     stats = sample_client.stats("s")
     assert stats["samples"] == info["splits"] and isinstance(stats["dead_letters"], int)
+
+
+def test_api_synthesis_asks_for_knowledge_probes(sample_client):
+    with FakeLLMServer() as server:
+        summary = sample_client.synth("s", openai_cfg(server, max_chunks=16, probe_share=1.0))
+    asked = [r for r in sample_client.store.requests(summary["run_id"]) if r["task"] == "probe"]
+    assert summary["status"] == "succeeded", summary.get("error")
+    units_accounted(sample_client, summary)
+    probes = [s for s in sample_client.store.samples([summary["run_id"]]) if s["task"] == "probe"]
+    assert probes and all(p["fact"] for p in probes) and len(asked) >= 16  # one probe request per chunk
+    rows = sample_client.store.dataset_rows("s", summary["dataset"])
+    train_files = {r["path"] for r in rows if r["split"] == "train"}
+    kept = [r for r in rows if r["split"] == "probe"]
+    assert kept and all(r["path"] in train_files for r in kept)
 
 
 def test_rate_limit_is_honoured(sample_client):

@@ -107,6 +107,12 @@ def test_a_short_lora_run_on_smol_learns_and_changes_the_answer(smol_models, tmp
     assert start["train_rows"] == 8 and start["chunks"] == 4
 
     model, tokenizer = load_for_eval(result.adapter_dir, base_model_path=ensure_smol_model(smol_models))
+    from backend.generate import completion_ids
+
+    ids, answer_at = completion_ids(tokenizer, rows[0])  # what training and the eval loss both tokenize
+    rendered = tokenizer.decode(ids)
+    assert rendered.startswith("<|im_start|>system\n") and "<|im_start|>assistant\n" in rendered
+    assert tokenizer.decode(ids[answer_at:]).startswith(FACTS[0][1])  # the loss covers the answer only
     prompts = [[{"role": "user", "content": q}] for q, _ in FACTS]
     base = generate(model, tokenizer, prompts, adapter=False, max_new_tokens=24)
     tuned = generate(model, tokenizer, prompts, adapter=True, max_new_tokens=24)

@@ -182,7 +182,7 @@ def test_hostile_corpus_is_data_and_nothing_runs(tmp_path, ray_session, report):
 
     # ... and reached the dataset as data
     assert synth["status"] == "succeeded" and synth["samples"] > 0
-    rows = [json.loads(line) for split in ("train", "val", "test") if (out / f"{split}.jsonl").exists()
+    rows = [json.loads(line) for split in ("train", "val", "test", "probe") if (out / f"{split}.jsonl").exists()
             for line in (out / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == curated["samples"] > 0
     carrying = [r for r in rows if INJECTION in json.dumps(r) or str(markers) in json.dumps(r)]
