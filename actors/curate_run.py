@@ -5,12 +5,17 @@ immutable version.
 
 from __future__ import annotations
 
+import time
+import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 import ray
 
 from backend.curate import CurateConfig, curate, exec_check
+from backend.synth_config import Secret, api_key
+from backend.synthesize import load_template, parse_judgement, render_judge_messages
+from actors.llm_pool import generator_pool
 
 
 @ray.remote
@@ -20,11 +25,6 @@ def exec_check_task(samples: list[dict], repo_root: str | None, timeout_s: float
 
 def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[str, float]:
     """Scores from the LLM judge for every sample, through the run's limiter; cached responses are reused."""
-    import time
-
-    from backend.synthesize import load_template, parse_judgement, render_judge_messages
-    from actors.synth_run import generator_pool
-
     store = client.store
     template = load_template(synth_cfg.prompts_dir, "judge")
     requests = {s["sample_id"]: render_judge_messages(template, s, project, synth_cfg) for s in samples}
@@ -38,9 +38,7 @@ def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[s
             todo.append((sid, messages, key))
     if not todo:
         return scores
-    from backend.synth_config import Secret, api_key
-
-    run_id = f"judge-{time.strftime('%Y%m%d-%H%M%S')}"
+    run_id = f"judge-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     store.create_run(run_id, "judge", project, {"model": synth_cfg.model, "samples": len(todo)})
     _, workers = generator_pool(synth_cfg, Secret(api_key()), project, run_id)
     refs = [workers[i % len(workers)].judge.remote(sid, messages, key) for i, (sid, messages, key) in enumerate(todo)]

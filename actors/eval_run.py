@@ -17,6 +17,10 @@ from pathlib import Path
 
 import ray
 
+from backend.evaluate import combine_pairwise, win_rate
+from backend.synth_config import Secret, api_key
+from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
+from actors.llm_pool import generator_pool
 from actors.store_actor import StoreClient
 
 METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate", "api_recall", "api_hallucination",
@@ -217,11 +221,6 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
 
 def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
     """Pairwise judgements of every (base, tuned) pair, in both orders; win/tie/loss with an interval."""
-    from backend.evaluate import combine_pairwise, win_rate
-    from backend.synth_config import Secret, api_key
-    from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
-    from actors.synth_run import generator_pool
-
     if judge_cfg is None:
         return {"skipped": "no judge endpoint configured (pass --judge with --base-url/--model, and a key "
                            "for a remote endpoint)"}

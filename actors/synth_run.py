@@ -4,6 +4,9 @@
         │                     └── OpenAI-compatible HTTP (or the offline heuristic)
         └── every result ──▶ store actor (response cache, request log, samples, dead letters)
 
+The workers and the limiter are the LLM pool (`actors/llm_pool.py`), shared with both judges; the
+retry loop they run is `backend/llm_request.py`.
+
 Crash safety: a response is written to the store as soon as it arrives, before its unit counts as done.
 A rerun of the same config resumes the same run: units with samples or a dead letter are skipped, and
 units whose response is cached are parsed again without a request. So a `kill -9` costs at most the
@@ -13,247 +16,20 @@ requests that were in flight.
 from __future__ import annotations
 
 import asyncio
-import random
+import threading
 import time
+import uuid
 from collections import Counter, deque
+from pathlib import Path
+from types import SimpleNamespace
 
 import ray
 
-from backend.ratelimit import RateLimiter
-from backend.synth_config import Secret, SynthConfig
-from backend.synthesize import (ParseError, Unit, build_samples, cost_usd, estimate_tokens,
-                                expected_output_tokens, heuristic_response, parse_judgement, parse_pairwise,
-                                parse_samples, plan_units)
-
-
-@ray.remote(num_cpus=0)
-class Limiter:
-    """The run's one rate limiter and budget, shared by every generator actor."""
-
-    def __init__(self, rpm: int, tpm: int, concurrency: int, window_s: float, max_cost_usd: float | None):
-        per_window = window_s / 60.0
-        self.limiter = RateLimiter(max(1, round(rpm * per_window)), max(1, round(tpm * per_window)), concurrency,
-                                   window_s=window_s)
-        self.max_cost = max_cost_usd
-        self.spent = 0.0
-        self.reserved = 0.0
-
-    async def acquire(self, tokens: int, worst_cost: float) -> bool:
-        """False when the request's worst-case cost would take the run past its budget."""
-        if self.max_cost is not None and self.spent + self.reserved + worst_cost > self.max_cost:
-            return False
-        self.reserved += worst_cost
-        await self.limiter.acquire(tokens)
-        return True
-
-    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float) -> None:
-        self.reserved -= worst_cost
-        self.spent += cost
-        await self.limiter.release(outcome, retry_after)
-
-    async def add_spent(self, cost: float) -> None:
-        """Cost already paid in an earlier attempt of this run (resume)."""
-        self.spent += cost
-
-    async def snapshot(self) -> dict:
-        return self.limiter.snapshot() | {"spent_usd": round(self.spent, 6), "reserved_usd": round(self.reserved, 6)}
-
-
-class BudgetExhausted(Exception):
-    pass
-
-
-class AuthFailed(Exception):
-    pass
-
-
-class RequestFailed(Exception):
-    def __init__(self, reason: str, detail: str, attempts: list[dict]):
-        super().__init__(f"{reason}: {detail}")
-        self.reason, self.detail, self.attempts = reason, detail, attempts
-
-
-def _attempt(status: str, http_status: int | None, tokens_in: int, tokens_out: int, cost: float,
-             latency_ms: float, error: str | None) -> dict:
-    """One HTTP attempt, as logged in `api_requests` (never with the key)."""
-    return {"status": status, "http_status": http_status, "tokens_in": tokens_in, "tokens_out": tokens_out,
-            "cost_usd": cost, "latency_ms": round(latency_ms, 1), "error": error[:500] if error else None}
-
-
-def _retry_after(exc) -> float | None:
-    try:
-        value = exc.response.headers.get("retry-after")
-        return float(value) if value is not None else None
-    except (AttributeError, TypeError, ValueError):
-        return None
-
-
-@ray.remote(num_cpus=0)
-class GeneratorWorker:
-    """Sends requests for units through the shared limiter, with retries; returns results, stores nothing."""
-
-    def __init__(self, cfg: dict, key: Secret, limiter, project: str, run_id: str):
-        self.cfg = SynthConfig(**cfg)
-        self.limiter = limiter
-        self.project = project
-        self.run_id = run_id
-        self.price = self.cfg.price()
-        self.json_mode = self.cfg.json_mode
-        self.client = None
-        if self.cfg.generator == "openai":
-            from openai import AsyncOpenAI
-
-            self.client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=key.reveal() or "no-key",
-                                      max_retries=0, timeout=self.cfg.request_timeout_s)
-
-    async def run_unit(self, unit: dict) -> dict:
-        """Samples for one unit, or a dead letter; with every attempt's log row."""
-        u = Unit(**unit)
-        if self.cfg.generator == "heuristic":
-            return self._result(u, heuristic_response(u, self.cfg.samples_per_request), [], 0, 0, 0.0)
-        try:
-            content, attempts, t_in, t_out, cost = await self.request(u.messages, u.est_tokens_in, parse_samples)
-        except RequestFailed as failed:
-            return {"cache_key": u.cache_key, "status": "dead", "reason": failed.reason, "detail": failed.detail,
-                    "attempts": failed.attempts, "samples": [], "response": None, "unit": unit}
-        return self._result(u, content, attempts, t_in, t_out, cost)
-
-    async def judge(self, sample_id: str, messages: list[dict], key: str) -> dict:
-        """Score one sample 1-10 (messages from `render_judge_messages`); the response is cached like any."""
-        try:
-            content, attempts, t_in, t_out, cost = await self.request(
-                messages, sum(estimate_tokens(m["content"]) for m in messages), parse_judgement)
-        except RequestFailed as failed:
-            return {"sample_id": sample_id, "score": None, "reason": f"{failed.reason}: {failed.detail}",
-                    "cache_key": key, "attempts": failed.attempts, "response": None}
-        score, reason = parse_judgement(content)
-        return {"sample_id": sample_id, "score": score, "reason": reason, "cache_key": key, "attempts": attempts,
-                "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
-                             "tokens_out": t_out, "cost_usd": cost}}
-
-    async def pairwise(self, key: str, messages: list[dict]) -> dict:
-        """Which of two answers is better (messages from `render_pairwise_messages`)."""
-        try:
-            content, attempts, t_in, t_out, cost = await self.request(
-                messages, sum(estimate_tokens(m["content"]) for m in messages), parse_pairwise)
-        except RequestFailed as failed:
-            return {"cache_key": key, "winner": None, "reason": f"{failed.reason}: {failed.detail}",
-                    "attempts": failed.attempts, "response": None}
-        winner, reason = parse_pairwise(content)
-        return {"cache_key": key, "winner": winner, "reason": reason, "attempts": attempts,
-                "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
-                             "tokens_out": t_out, "cost_usd": cost}}
-
-    async def request(self, messages: list[dict], est_tokens_in: int, parse) -> tuple:
-        """One logical request through the limiter, retried until `parse(content)` accepts an answer.
-
-        Returns (content, attempt log rows, tokens in, tokens out, cost) of the accepted attempt.
-
-        Raises:
-            RequestFailed: attempts exhausted, or a 4xx that repeating cannot fix (with the log rows).
-            BudgetExhausted: the next attempt could take the run past --max-cost.
-            AuthFailed: the endpoint refused the key (the whole run stops).
-        """
-        attempts: list[dict] = []
-        failures, throttled = 0, 0
-        last = ("http_5xx", "")
-        while failures < self.cfg.max_attempts and throttled < 20 * self.cfg.max_attempts:
-            worst = cost_usd(est_tokens_in, self.cfg.max_output_tokens, self.price)
-            if not await self.limiter.acquire.remote(est_tokens_in + expected_output_tokens(self.cfg), worst):
-                raise BudgetExhausted()
-            outcome, retry_after, cost = "error", None, 0.0
-            started = time.monotonic()
-            try:
-                response = await self._complete(messages)
-                usage = response.usage
-                t_in, t_out = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
-                cost = cost_usd(t_in, t_out, self.price)
-                content = response.choices[0].message.content or ""
-                outcome = "ok"
-                latency = (time.monotonic() - started) * 1000
-                try:
-                    parse(content)
-                except ParseError as exc:  # paid for, but unusable: logged with its cost, then asked again
-                    failures += 1
-                    last = ("parse_error", str(exc))
-                    attempts.append(_attempt("parse_error", 200, t_in, t_out, cost, latency, str(exc)))
-                    continue
-                attempts.append(_attempt("ok", 200, t_in, t_out, cost, latency, None))
-                return content, attempts, t_in, t_out, cost
-            except Exception as exc:  # classified below; anything unknown is a failed attempt
-                status, http, detail = self._classify(exc)
-                attempts.append(_attempt(status, http, 0, 0, 0.0, (time.monotonic() - started) * 1000, detail))
-                if status == "http_429":
-                    outcome, retry_after = "rate_limited", _retry_after(exc)
-                    throttled += 1
-                    continue
-                if status in {"http_401", "http_403"}:
-                    raise AuthFailed(f"the endpoint refused the key ({http}): {detail[:200]}") from None
-                if status == "json_mode_refused":
-                    self.json_mode = False  # the endpoint has no JSON mode: ask in words only
-                    continue
-                failures += 1
-                last = (status, detail)
-                if status == "http_4xx":
-                    break  # the request itself is wrong; repeating it cannot help
-                await asyncio.sleep(self._backoff(failures))
-            finally:
-                await self.limiter.release.remote(outcome, retry_after, worst, cost)
-        raise RequestFailed(last[0], last[1][:1000], attempts)
-
-    async def _complete(self, messages: list[dict]):
-        kwargs = dict(model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
-                      max_tokens=self.cfg.max_output_tokens)
-        if self.json_mode:
-            kwargs["response_format"] = {"type": "json_object"}
-        return await self.client.chat.completions.create(**kwargs)
-
-    def _classify(self, exc) -> tuple[str, int | None, str]:
-        import openai
-
-        if isinstance(exc, openai.APITimeoutError):
-            return "timeout", None, f"no answer within {self.cfg.request_timeout_s}s"
-        if isinstance(exc, openai.APIConnectionError):
-            return "connection", None, str(exc)
-        if isinstance(exc, openai.APIStatusError):
-            code = exc.status_code
-            if code == 429:
-                return "http_429", code, str(exc)
-            if code in (401, 403):
-                return f"http_{code}", code, str(exc)
-            if code >= 500:
-                return "http_5xx", code, str(exc)
-            if code == 400 and self.json_mode and "response_format" in str(exc):
-                return "json_mode_refused", code, str(exc)
-            return "http_4xx", code, str(exc)
-        return "error", None, f"{type(exc).__name__}: {exc}"
-
-    def _backoff(self, failures: int) -> float:
-        """Exponential with full jitter: spreads retries so they do not arrive together."""
-        return random.uniform(0.5, 1.0) * min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (failures - 1))
-
-    def _result(self, u: Unit, content: str, attempts: list[dict], t_in: int, t_out: int, cost: float) -> dict:
-        try:
-            items = parse_samples(content)
-        except ParseError as exc:  # the heuristic found nothing to say about this chunk
-            return {"cache_key": u.cache_key, "status": "dead", "reason": "no_samples", "detail": str(exc),
-                    "attempts": attempts, "samples": [], "response": None, "unit": u.as_dict()}
-        samples = build_samples(u, items, project=self.project, run_id=self.run_id,
-                                generator=self.cfg.model_name(), language=self.cfg.language)
-        # only paid responses are cached; the heuristic is recomputed (and may change between versions)
-        response = None if self.cfg.generator == "heuristic" else {
-            "cache_key": u.cache_key, "model": self.cfg.model_name(), "content": content, "tokens_in": t_in,
-            "tokens_out": t_out, "cost_usd": cost}
-        return {"cache_key": u.cache_key, "status": "ok", "samples": samples, "attempts": attempts,
-                "unit": u.as_dict(), "response": response}
-
-
-def generator_pool(cfg: SynthConfig, key: Secret, project: str, run_id: str) -> tuple:
-    """(limiter, generator actors) for one run: every request of the run goes through that one limiter."""
-    limiter = Limiter.remote(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.rate_window_s, cfg.max_cost_usd)
-    workers = [GeneratorWorker.options(max_concurrency=max(2, cfg.concurrency)).remote(
-        cfg.to_dict(), key, limiter, project, run_id) for _ in range(cfg.workers)]
-    return limiter, workers
+from backend.synth_config import Secret, SynthConfig, api_key
+from backend.synthesize import Unit, build_samples, estimate_run, parse_samples, plan_units
+from actors.curate_run import curate_runs
+from actors.llm_pool import AuthFailed, BudgetExhausted, generator_pool
+from actors.store_actor import StoreClient
 
 
 @ray.remote(num_cpus=0)
@@ -261,10 +37,6 @@ class SynthRun:
     """Orchestrates one synthesis run; outlives the command that started it (named `synth-<run id>`)."""
 
     def __init__(self, home: str, run_id: str, project: str, cfg: dict, key: Secret, retry_failed: bool):
-        from pathlib import Path
-
-        from actors.store_actor import StoreClient
-
         self.store = StoreClient(Path(home))
         self.run_id, self.project, self.cfg_dict = run_id, project, cfg
         self.cfg = SynthConfig(**cfg)
@@ -445,11 +217,6 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
 
     Without `wait`, a detached `SynthDriver` actor watches and curates instead, and this returns at once:
     the run outlives the page or command that started it."""
-    import uuid
-
-    from backend.synth_config import api_key
-    from backend.synthesize import estimate_run
-
     cfg.validate()
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
@@ -517,8 +284,6 @@ def _drive_synth_run(client, run_id: str, project: str, cfg: SynthConfig, key: S
     summary["dead_letters"] = len(dead)
     summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
     if final["status"] in {"succeeded", "budget_stopped"} and store.run_usage(run_id)["samples"]:
-        from actors.curate_run import curate_runs
-
         summary["dataset"] = curate_runs(client, project, [run_id], curate_cfg)
         # on the run too, so a page that did not wait for it can show where its samples went
         store.update_run(run_id, summary=store.run(run_id)["summary"] | {"dataset": summary["dataset"]})
@@ -531,17 +296,10 @@ class SynthDriver:
 
     def drive(self, home: str, run_id: str, project: str, cfg: SynthConfig, key: Secret, retry_failed: bool,
               plan: dict, curate_cfg, started: bool = True) -> dict | None:
-        import threading
-
         if not started:  # answer the caller at once, then do the work on a thread of this actor
             threading.Thread(target=self.drive, args=(home, run_id, project, cfg, key, retry_failed, plan,
                                                       curate_cfg), daemon=True).start()
             return None
-        from pathlib import Path
-        from types import SimpleNamespace
-
-        from actors.store_actor import StoreClient
-
         context = SimpleNamespace(home=Path(home), store=StoreClient(Path(home)))
         try:
             return _drive_synth_run(context, run_id, project, cfg, key, retry_failed, plan, None, curate_cfg)
