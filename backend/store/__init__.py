@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -22,279 +20,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-# Each migration is applied once, in order, in its own transaction; `schema_version` records it.
-# Never edit a released migration: append a new one.
-MIGRATIONS: list[tuple[int, str, str]] = [
-    (
-        1,
-        "projects, files and chunks",
-        """
-        CREATE TABLE projects (
-            name VARCHAR PRIMARY KEY,
-            root VARCHAR NOT NULL,
-            git_commit VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            updated_at TIMESTAMPTZ NOT NULL
-        );
-        -- one row per path ever seen; status: ok | skipped | gone
-        CREATE TABLE files (
-            project VARCHAR NOT NULL,
-            path VARCHAR NOT NULL,
-            kind VARCHAR,
-            language VARCHAR,
-            size_bytes BIGINT,
-            sha256 VARCHAR,
-            git_commit VARCHAR,
-            status VARCHAR NOT NULL,
-            skip_reason VARCHAR,
-            skip_detail VARCHAR,
-            n_chunks INTEGER,
-            n_tokens BIGINT,
-            chunker VARCHAR,  -- fingerprint of the chunk settings; a change re-chunks the file
-            updated_at TIMESTAMPTZ NOT NULL
-        );
-        CREATE TABLE chunks (
-            chunk_id VARCHAR NOT NULL,
-            project VARCHAR NOT NULL,
-            path VARCHAR NOT NULL,
-            file_sha256 VARCHAR NOT NULL,
-            ord INTEGER NOT NULL,
-            kind VARCHAR NOT NULL,
-            language VARCHAR,
-            heading_path VARCHAR[] NOT NULL,
-            symbol VARCHAR,
-            start_line INTEGER NOT NULL,
-            end_line INTEGER NOT NULL,
-            token_count INTEGER NOT NULL,
-            token_counter VARCHAR NOT NULL,
-            text VARCHAR NOT NULL,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        """,
-    ),
-    (
-        2,
-        "runs and metrics",
-        """
-        -- every unit of work that outlives a command: ingest, synthesis, training, evaluation
-        CREATE TABLE runs (
-            run_id VARCHAR PRIMARY KEY,
-            project VARCHAR,
-            kind VARCHAR NOT NULL,
-            status VARCHAR NOT NULL,
-            config JSON,
-            summary JSON,
-            error VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL,
-            finished_at TIMESTAMPTZ
-        );
-        CREATE TABLE metrics (
-            run_id VARCHAR NOT NULL,
-            step BIGINT NOT NULL,
-            name VARCHAR NOT NULL,
-            value DOUBLE,
-            ts TIMESTAMPTZ NOT NULL
-        );
-        """,
-    ),
-    (
-        3,
-        "synthesis: response cache, request log, samples, dead letters, dataset versions",
-        """
-        -- a paid response, kept by the hash of (model, prompt, parameters, sample index): never paid twice
-        CREATE TABLE responses (
-            cache_key VARCHAR PRIMARY KEY,
-            model VARCHAR NOT NULL,
-            content VARCHAR NOT NULL,
-            tokens_in INTEGER,
-            tokens_out INTEGER,
-            cost_usd DOUBLE,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        -- every HTTP attempt, failed ones included (never the API key)
-        CREATE TABLE api_requests (
-            run_id VARCHAR NOT NULL,
-            chunk_id VARCHAR,
-            task VARCHAR,
-            cache_key VARCHAR,
-            attempt INTEGER,
-            status VARCHAR NOT NULL,     -- ok | http_429 | http_5xx | http_4xx | timeout | connection | parse_error
-            http_status INTEGER,
-            tokens_in INTEGER,
-            tokens_out INTEGER,
-            cost_usd DOUBLE,
-            latency_ms DOUBLE,
-            error VARCHAR,
-            ts TIMESTAMPTZ NOT NULL
-        );
-        CREATE TABLE samples (
-            sample_id VARCHAR PRIMARY KEY,
-            project VARCHAR NOT NULL,
-            run_id VARCHAR NOT NULL,
-            cache_key VARCHAR NOT NULL,
-            chunk_id VARCHAR NOT NULL,
-            path VARCHAR NOT NULL,
-            start_line INTEGER,
-            end_line INTEGER,
-            task VARCHAR NOT NULL,
-            language VARCHAR NOT NULL,
-            instruction VARCHAR NOT NULL,
-            input VARCHAR NOT NULL,
-            output VARCHAR NOT NULL,
-            messages JSON,
-            generator VARCHAR NOT NULL,
-            template_version VARCHAR NOT NULL,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        -- units of work that kept failing, with why; `--retry-failed` retries exactly these
-        CREATE TABLE dead_letters (
-            run_id VARCHAR NOT NULL,
-            cache_key VARCHAR NOT NULL,
-            chunk_id VARCHAR NOT NULL,
-            task VARCHAR NOT NULL,
-            reason VARCHAR NOT NULL,
-            detail VARCHAR,
-            attempts INTEGER,
-            resolved BOOLEAN NOT NULL DEFAULT false,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        CREATE TABLE judgements (
-            sample_id VARCHAR NOT NULL,
-            model VARCHAR NOT NULL,
-            score DOUBLE,
-            reason VARCHAR,
-            cache_key VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        -- a curated dataset version is immutable: its rows are copies, never updated
-        CREATE TABLE datasets (
-            project VARCHAR NOT NULL,
-            version VARCHAR NOT NULL,
-            parent VARCHAR,
-            source_runs VARCHAR[],
-            config JSON,
-            stats JSON,
-            note VARCHAR,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        CREATE TABLE dataset_samples (
-            project VARCHAR NOT NULL,
-            version VARCHAR NOT NULL,
-            sample_id VARCHAR NOT NULL,
-            split VARCHAR NOT NULL,
-            judge_score DOUBLE,
-            exec_status VARCHAR,
-            run_id VARCHAR,
-            chunk_id VARCHAR,
-            path VARCHAR,
-            start_line INTEGER,
-            end_line INTEGER,
-            task VARCHAR,
-            language VARCHAR,
-            instruction VARCHAR,
-            input VARCHAR,
-            output VARCHAR,
-            messages JSON,
-            generator VARCHAR,
-            template_version VARCHAR
-        );
-        """,
-    ),
-    (
-        4,
-        "run events",
-        """
-        -- what happened to a run besides its metrics: queued, started, checkpoint, oom, cancelled, resumed
-        CREATE TABLE run_events (
-            run_id VARCHAR NOT NULL,
-            kind VARCHAR NOT NULL,
-            detail JSON,
-            ts TIMESTAMPTZ NOT NULL
-        );
-        """,
-    ),
-    (
-        5,
-        "evaluation results",
-        """
-        -- one row per held-out prompt of an evaluation run: both outputs side by side, with their scores
-        CREATE TABLE eval_results (
-            run_id VARCHAR NOT NULL,        -- the evaluation run
-            adapter_run VARCHAR NOT NULL,   -- the training run whose adapter was evaluated
-            eval_set VARCHAR NOT NULL,      -- the dataset split (e.g. test) or 'retention'
-            sample_id VARCHAR NOT NULL,
-            task VARCHAR,
-            prompt JSON,
-            reference VARCHAR,
-            base_output VARCHAR,
-            tuned_output VARCHAR,
-            base_scores JSON,
-            tuned_scores JSON,
-            judge VARCHAR,                  -- win | tie | loss (for tuned), NULL when not judged
-            judge_detail JSON,
-            created_at TIMESTAMPTZ NOT NULL
-        );
-        """,
-    ),
-    (
-        6,
-        "knowledge probes and the repository's identifiers",
-        """
-        -- a knowledge probe's expected fact, alone (a default, a name, a code); NULL for other samples
-        ALTER TABLE samples ADD COLUMN fact VARCHAR;
-        ALTER TABLE dataset_samples ADD COLUMN fact VARCHAR;
-        ALTER TABLE eval_results ADD COLUMN fact VARCHAR;
-        -- per side, the repository names an output mentioned and those it claimed that do not exist
-        ALTER TABLE eval_results ADD COLUMN details JSON;
-        -- every name the repository defines or documents, rebuilt after each ingest: what the
-        -- repository-grounded metrics (api_recall, api_hallucination) look answers up in
-        CREATE TABLE identifiers (
-            project VARCHAR NOT NULL,
-            name VARCHAR NOT NULL,
-            kind VARCHAR NOT NULL,     -- module | class | function | method | parameter | constant | exception |
-                                       -- code_span | flag | error_code | config_key | cli_command
-            path VARCHAR,              -- where it was first seen
-            qualified BOOLEAN NOT NULL -- a dotted name under one of the repository's own modules
-        );
-        """,
-    ),
-]
-SCHEMA_VERSION = MIGRATIONS[-1][0]
-
-FILE_COLUMNS = (
-    "project", "path", "kind", "language", "size_bytes", "sha256", "git_commit",
-    "status", "skip_reason", "skip_detail", "n_chunks", "n_tokens", "chunker",
-)
-CHUNK_COLUMNS = (
-    "chunk_id", "project", "path", "file_sha256", "ord", "kind", "language", "heading_path",
-    "symbol", "start_line", "end_line", "token_count", "token_counter", "text",
-)
-
-
-class StoreLockedError(RuntimeError):
-    """Another process owns the database file."""
+from backend.store.lock import StoreLockedError, acquire, describe_holder, holder_path, ray_address_of_holder, release
+from backend.store.schema import CHUNK_COLUMNS, FILE_COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def holder_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".holder.json")
-
-
-def describe_holder(db_path: Path) -> str:
-    """Who holds `db_path`, from the holder file its owner wrote on open ('unknown' if none)."""
-    try:
-        h = json.loads(holder_path(db_path).read_text())
-    except (OSError, ValueError):
-        return "an unknown process (no holder file)"
-    where = f"pid {h.get('pid')} on {h.get('host')}"
-    if h.get("role"):
-        where += f", {h['role']}"
-    if h.get("ray_address"):
-        where += f", Ray cluster {h['ray_address']}"
-    return where + f", since {h.get('since')}"
 
 
 class Store:
@@ -303,20 +34,7 @@ class Store:
     def __init__(self, db_path: str | os.PathLike, *, role: str = "", ray_address: str | None = None):
         self.path = Path(db_path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self.con = _connect_waiting_for_the_dead(self.path)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower():
-                raise
-            address = ray_address_of_holder(self.path)
-            hint = f" Or join its cluster: --ray-address {address}." if address else ""
-            raise StoreLockedError(
-                f"{self.path} is held by {describe_holder(self.path)}. DuckDB allows one owner per file: "
-                f"stop that process, or use another --home.{hint} (DuckDB said: {exc})"
-            ) from None
-        holder = {"pid": os.getpid(), "host": socket.gethostname(), "role": role,
-                  "ray_address": ray_address, "since": _now().isoformat(timespec="seconds")}
-        holder_path(self.path).write_text(json.dumps(holder))
+        self.con = acquire(self.path, role=role, ray_address=ray_address)
         self.migrate()
 
     # ---- schema ----------------------------------------------------------------------------
@@ -343,10 +61,7 @@ class Store:
         return _Transaction(self.con)
 
     def close(self) -> None:
-        try:
-            self.con.close()
-        finally:
-            holder_path(self.path).unlink(missing_ok=True)
+        release(self.con, self.path)
 
     # ---- projects and files ----------------------------------------------------------------
     def upsert_project(self, name: str, root: str, git_commit: str | None) -> None:
@@ -964,49 +679,6 @@ class Store:
         cur = self.con.execute(sql, params or [])
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
-
-
-def _holder_is_dying(db_path: Path) -> bool:
-    """True when the holder file's process is gone or a zombie: its lock is about to be released."""
-    try:
-        pid = int(json.loads(holder_path(db_path).read_text())["pid"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return not _pid_exists(pid)
-    return state in {"Z", "X"}
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _connect_waiting_for_the_dead(db_path: Path, grace_s: float = 20.0) -> duckdb.DuckDBPyConnection:
-    """Open the file; when its holder is a process that was killed and is still being reaped (a crashed
-    run's store actor), wait for the lock to go instead of failing. A live holder fails at once."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        try:
-            return duckdb.connect(str(db_path))
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or not _holder_is_dying(db_path) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
-
-
-def ray_address_of_holder(db_path: Path) -> str | None:
-    try:
-        return json.loads(holder_path(db_path).read_text()).get("ray_address")
-    except (OSError, ValueError):
-        return None
 
 
 class _Transaction:
