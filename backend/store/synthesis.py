@@ -1,0 +1,98 @@
+"""Synthesis: paid responses, the request log, samples and dead letters of synthesis runs.
+
+A synthesis run's unit of work is one cache key; `record_synth_batch` lands a batch of them in one
+transaction, so `finished_units` says exactly what a resumed run may skip. A synthesis run is a run,
+so this store builds on the run store (`synth_progress` reads the run's row).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from backend.store.core import utc_now
+from backend.store.runs import RunStore
+
+
+class SynthesisStore(RunStore):
+    """Responses, API requests, samples and dead letters."""
+
+    def cached_responses(self, keys: list[str]) -> dict[str, dict]:
+        if not keys:
+            return {}
+        rows = self._dicts("SELECT cache_key, content, tokens_in, tokens_out, cost_usd FROM responses "
+                           "WHERE list_contains(?, cache_key)", [keys])
+        return {r["cache_key"]: r for r in rows}
+
+    def record_synth_batch(self, run_id: str, responses: list[dict], requests: list[dict], samples: list[dict],
+                           dead: list[dict], resolved: list[str]) -> None:
+        """One transaction: cached responses, the request log, samples, new and resolved dead letters."""
+        now = utc_now()
+        with self.transaction():
+            for r in responses:
+                self.con.execute(
+                    "INSERT INTO responses VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [r["cache_key"], r["model"], r["content"], r["tokens_in"], r["tokens_out"], r["cost_usd"], now])
+            if requests:
+                self._insert("api_requests", [dict(r, run_id=run_id, ts=now) for r in requests])
+            if samples:
+                self._insert("samples", [dict(s, messages=json.dumps(s["messages"]) if s.get("messages") else None,
+                                              created_at=now) for s in samples], on_conflict=True)
+            if resolved:
+                self.con.execute("UPDATE dead_letters SET resolved = true WHERE run_id = ? AND "
+                                 "list_contains(?, cache_key)", [run_id, resolved])
+            if dead:
+                self._insert("dead_letters", [dict(d, run_id=run_id, resolved=False, created_at=now) for d in dead])
+
+    def finished_units(self, run_id: str) -> dict[str, str]:
+        """cache_key -> 'ok' (its samples are stored) or 'dead' (an unresolved dead letter)."""
+        out = {k: "dead" for (k,) in self.con.execute(
+            "SELECT cache_key FROM dead_letters WHERE run_id = ? AND NOT resolved", [run_id]).fetchall()}
+        out.update({k: "ok" for (k,) in self.con.execute(
+            "SELECT DISTINCT cache_key FROM samples WHERE run_id = ?", [run_id]).fetchall()})
+        return out
+
+    def run_usage(self, run_id: str) -> dict:
+        row = self.con.execute(
+            """SELECT count(*), count(*) FILTER (WHERE status LIKE 'ok%'), count(*) FILTER (WHERE status = 'http_429'),
+                      coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost_usd), 0)
+               FROM api_requests WHERE run_id = ?""", [run_id]).fetchone()
+        samples = self.con.execute("SELECT count(*) FROM samples WHERE run_id = ?", [run_id]).fetchone()[0]
+        dead = self.con.execute("SELECT count(*) FROM dead_letters WHERE run_id = ? AND NOT resolved",
+                                [run_id]).fetchone()[0]
+        return {"requests": row[0], "ok": row[1], "http_429": row[2], "tokens_in": int(row[3]),
+                "tokens_out": int(row[4]), "cost_usd": round(float(row[5]), 6), "samples": samples,
+                "dead_letters": dead}
+
+    def synth_progress(self, run_id: str) -> dict[str, Any]:
+        """A synthesis run's live figures: usage so far and requests in the last minute."""
+        run = self.run(run_id)
+        if run is None:
+            raise KeyError(run_id)
+        usage = self.run_usage(run_id)
+        rpm = self.con.execute("SELECT count(*) FROM api_requests WHERE run_id = ? AND ts > ? - INTERVAL 60 SECOND",
+                               [run_id, utc_now()]).fetchone()[0]
+        done = self.con.execute("SELECT count(DISTINCT cache_key) FROM samples WHERE run_id = ?",
+                                [run_id]).fetchone()[0]
+        return usage | {"run_id": run_id, "status": run["status"], "requests_last_minute": rpm,
+                        "units_done": done + usage["dead_letters"], "units": run["summary"].get("units"),
+                        "dataset": run["summary"].get("dataset"), "created_at": run["created_at"],
+                        "finished_at": run["finished_at"], "error": run["error"]}
+
+    def requests(self, run_id: str) -> list[dict]:
+        """The run's request log, oldest first."""
+        return self._dicts("SELECT * FROM api_requests WHERE run_id = ? ORDER BY ts", [run_id])
+
+    def dead_letters(self, project: str | None = None, run_id: str | None = None,
+                     unresolved_only: bool = True) -> list[dict]:
+        return self._dicts(
+            """SELECT d.* FROM dead_letters d JOIN runs r USING (run_id)
+               WHERE (? IS NULL OR r.project = ?) AND (? IS NULL OR d.run_id = ?) AND (NOT ? OR NOT d.resolved)
+               ORDER BY d.created_at""", [project, project, run_id, run_id, unresolved_only])
+
+    def samples(self, run_ids: list[str]) -> list[dict]:
+        rows = self._dicts("SELECT * EXCLUDE (created_at) FROM samples WHERE list_contains(?, run_id) "
+                           "ORDER BY sample_id", [run_ids])
+        for r in rows:
+            r["messages"] = json.loads(r["messages"]) if r["messages"] else None
+        return rows
