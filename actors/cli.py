@@ -341,7 +341,7 @@ def cmd_synth(args) -> int:
     finally:
         close()
     _emit(args, summary, _print_synth)
-    return 0 if summary.get("dry_run") or summary["status"] in {"succeeded", "budget_stopped"} else 1
+    return 0 if summary.get("dry_run") or summary["status"] in {"completed", "budget_stopped"} else 1
 
 
 def _print_synth(s: dict) -> None:
@@ -376,8 +376,6 @@ def cmd_curate(args) -> int:
     from backend.config import ConfigError
     from backend.curate import CurateConfig
     from backend.synth_config import SynthConfig
-    from actors.curate_run import curate_runs
-
     data = yaml.safe_load(open(args.config)) if args.config else {}
     try:
         cfg = CurateConfig(**(data.get("curate") or {}))
@@ -392,13 +390,14 @@ def cmd_curate(args) -> int:
     except (ConfigError, TypeError) as exc:
         raise _UserError(str(exc)) from None
     client = _connect(args)
-    runs = args.run or [r["run_id"] for r in client.runs(args.project) if r["kind"] == "synth"
-                        and r["status"] in {"succeeded", "budget_stopped"}][:1]
-    if not runs:
-        raise _UserError(f"no finished synthesis run in project '{args.project}'; run `doctune synth` first")
-    version = curate_runs(client, args.project, runs, cfg, judge_with=judge)
+    try:
+        result = client.curate(args.project, args.run, cfg, judge_with=judge)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+    version = result["dataset"]
     if version is None:
-        raise _UserError(f"no sample of {', '.join(runs)} survived curation; loosen the thresholds")
+        raise _UserError(f"no sample of {', '.join(result['source_runs'])} survived curation; loosen the "
+                         f"thresholds")
     info = next(d for d in client.datasets(args.project) if d["version"] == version)
     _emit(args, info, lambda d: print(f"dataset {d['version']}: {d['samples']} samples "
                                       f"({', '.join(f'{k} {v}' for k, v in sorted(d['splits'].items()))}); "

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Callable
 
 from backend.config import IngestConfig, resolve_home
+from backend.run_status import RunStatus
+from actors import runs
 from actors.runtime import init_ray
 
 
@@ -34,10 +36,16 @@ class DocTune:
     def ingest(self, path: str | Path, project: str, cfg: IngestConfig | None = None,
                on_progress: Callable[[int, int], None] | None = None,
                on_plan: Callable[[int], None] | None = None):
-        from actors.ingest_run import ingest_repository
+        """Ingest a repository folder into `project` (an ingest run on this node), with progress callbacks.
 
-        return ingest_repository(self.store, Path(path), project, cfg or IngestConfig(),
-                                 on_progress=on_progress, on_plan=on_plan)
+        Raises:
+            IngestError: the path does not exist or is not a folder (nothing is written).
+            ConfigError: the config has problems (each listed with its fix).
+        """
+        from actors.ingest_run import start_ingest_run
+
+        return start_ingest_run(self, Path(path), project, cfg or IngestConfig(), on_progress=on_progress,
+                                on_plan=on_plan)
 
     def stats(self, project: str) -> dict:
         """Raises KeyError when the project does not exist."""
@@ -55,13 +63,7 @@ class DocTune:
     def runs(self, project: str | None = None, limit: int = 100) -> list[dict]:
         """Runs, newest first; a `running` run whose actor is gone (its process was killed) shows as
         `interrupted` — rerunning the same command resumes it."""
-        rows = self.store.runs(project, limit)
-        for row in rows:
-            if row["status"] in {"running", "queued"} and row["kind"] in {"synth", "train"}:
-                names = [f"{row['kind']}-{row['run_id']}", f"synth-driver-{row['run_id']}"]
-                if not any(_actor_exists(n) for n in names):
-                    row["status"] = "interrupted"
-        return rows
+        return runs.with_liveness(self.store.runs(project, limit))
 
     # ---- synthesis ---------------------------------------------------------------------------
     def synth(self, project: str, cfg, *, retry_failed: bool = False, new_run: bool = False, dry_run: bool = False,
@@ -132,6 +134,26 @@ class DocTune:
         """
         return self.store.derive_dataset(project, version, edits=edits, rejects=rejects, note=note)
 
+    def curate(self, project: str, source_runs: list[str] | None = None, cfg=None, *, judge_with=None,
+               wait: bool = True) -> dict:
+        """Curate synthesis runs' samples (by default the newest finished one) into a new dataset version, in a
+        curation run; `judge_with` (an endpoint's SynthConfig) scores them first.
+
+        Returns the run's summary: `run_id`, `status`, `dataset` (None when no sample survived).
+
+        Raises:
+            ValueError: no finished synthesis run to curate.
+            ConfigError: the curation config has problems.
+        """
+        from actors.curate_run import start_curate_run
+
+        if not source_runs:
+            source_runs = [r["run_id"] for r in self.runs(project) if r["kind"] == "synth"
+                           and r["status"] in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED}][:1]
+        if not source_runs:
+            raise ValueError(f"no finished synthesis run in project '{project}'; run `doctune synth` first")
+        return start_curate_run(self, project, source_runs, cfg, judge_with, wait=wait)
+
     # ---- training ----------------------------------------------------------------------------
     def train(self, project: str | None, cfg=None, *, version: str | None = None, resume_run: str | None = None,
               wait: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict:
@@ -148,9 +170,12 @@ class DocTune:
                                on_progress=on_progress)
 
     def cancel(self, run_id: str) -> str:
-        from actors.train_run import cancel_run
+        """Stop a run of any kind (training checkpoints first); a run whose process died is marked cancelled.
 
-        return cancel_run(self, run_id)
+        Raises:
+            ValueError: no such run.
+        """
+        return runs.cancel(self.store, run_id)
 
     def metrics(self, run_id: str, names: list[str] | None = None):
         return self.store.metrics(run_id, names)
@@ -191,30 +216,24 @@ class DocTune:
         return list_presets()
 
     def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False) -> dict:
-        """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present).
+        """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present), in a
+        merge run's actor.
 
         Raises:
             ValueError: no completed training run with an adapter.
             RuntimeError: GGUF asked for without CUDA and Unsloth.
         """
-        from backend.train import export_gguf, merge_to_16bit
+        from actors.merge_run import start_merge_run
 
-        run = self.store.run(run_id)
-        adapter = (run or {}).get("summary", {}).get("adapter")
-        if not run or run["kind"] != "train" or not adapter:
-            raise ValueError(f"run '{run_id}' has no adapter; only a completed training run can be merged")
-        out = Path(out) if out else self.home / "runs" / run_id / f"merged-{dtype}"
-        result = {"run_id": run_id, "merged": str(merge_to_16bit(Path(adapter), None, out, dtype=dtype))}
-        if gguf:
-            result["gguf"] = str(export_gguf(Path(adapter), out.parent / "gguf"))
-        return result
+        return start_merge_run(self, run_id, out, dtype, gguf)
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, adapter_run: str, *, split: str = "test", limit: int | None = None,
                  limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                 judge_cfg=None, on_progress: Callable[[dict], None] | None = None) -> dict:
+                 judge_cfg=None, on_progress: Callable[[dict], None] | None = None, wait: bool = True) -> dict:
         """Base against tuned for a completed training run, on its held-out split, the knowledge probes of what
-        it trained on, and the retention set (`limit`: prompts per set; `limits`: per set).
+        it trained on, and the retention set (`limit`: prompts per set; `limits`: per set); then the pairwise
+        judge where `judge_cfg` names one. Without `wait`, returns once the run's actor is started.
 
         Raises:
             ValueError: not a completed training run, or no samples in `split`.
@@ -223,7 +242,7 @@ class DocTune:
 
         return start_eval_run(self, adapter_run, split=split, limit=limit, limits=limits,
                               max_new_tokens=max_new_tokens, batch_size=batch_size, judge_cfg=judge_cfg,
-                              on_progress=on_progress)
+                              on_progress=on_progress, wait=wait)
 
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)
@@ -262,16 +281,6 @@ class DocTune:
         from actors.eval_run import comparison_matrix
 
         return comparison_matrix(self, adapter_runs, eval_set)
-
-
-def _actor_exists(name: str) -> bool:
-    import ray
-
-    try:
-        ray.get_actor(name)
-        return True
-    except ValueError:
-        return False
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:

@@ -1,21 +1,25 @@
 """Curation into a new dataset version: optional LLM judge and execution check (both in parallel on Ray),
 then validation, dedup and the leakage-aware split of `backend/curate.py`; the result is stored as an
 immutable version.
+
+`curate_runs` is the work; a synthesis run calls it at its end, and `doctune curate` runs it as a run of its
+own (`CurateRun`, kind `curate`, the lifecycle of `actors/runs.py`), whose judge requests are logged under it.
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
 import ray
 
 from backend.curate import CurateConfig, curate, exec_check
-from backend.synth_config import Secret, api_key
+from backend.run_status import RunStatus, new_run_id
+from backend.synth_config import Secret, SynthConfig, api_key
 from backend.synthesize import load_template, parse_judgement, render_judge_messages
+from actors import runs
 from actors.llm_pool import generator_pool
+from actors.store_actor import StoreClient
 
 
 @ray.remote
@@ -23,55 +27,55 @@ def exec_check_task(samples: list[dict], repo_root: str | None, timeout_s: float
     return exec_check(samples, Path(repo_root) if repo_root else None, timeout_s=timeout_s)
 
 
-def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[str, float]:
-    """Scores from the LLM judge for every sample, through the run's limiter; cached responses are reused."""
-    store = client.store
-    template = load_template(synth_cfg.prompts_dir, "judge")
-    requests = {s["sample_id"]: render_judge_messages(template, s, project, synth_cfg) for s in samples}
+def judge_scores(store: StoreClient, project: str, samples: list[dict], judge_cfg: SynthConfig, key: Secret,
+                 run_id: str) -> dict[str, float]:
+    """Scores from the LLM judge for every sample, through one limiter; cached responses are reused. Requests are
+    logged under `run_id`."""
+    template = load_template(judge_cfg.prompts_dir, "judge")
+    requests = {s["sample_id"]: render_judge_messages(template, s, project, judge_cfg) for s in samples}
     cached = store.cached_responses([key for _, key in requests.values()])
     scores: dict[str, float] = {}
     todo = []
-    for sid, (messages, key) in requests.items():
-        if key in cached:
-            scores[sid] = parse_judgement(cached[key]["content"])[0]
+    for sid, (messages, cache_key) in requests.items():
+        if cache_key in cached:
+            scores[sid] = parse_judgement(cached[cache_key]["content"])[0]
         else:
-            todo.append((sid, messages, key))
+            todo.append((sid, messages, cache_key))
     if not todo:
         return scores
-    run_id = f"judge-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    store.create_run(run_id, "judge", project, {"model": synth_cfg.model, "samples": len(todo)})
-    _, workers = generator_pool(synth_cfg, Secret(api_key()), project, run_id)
-    refs = [workers[i % len(workers)].judge.remote(sid, messages, key) for i, (sid, messages, key) in enumerate(todo)]
+    _, workers = generator_pool(judge_cfg, key, project, run_id)
+    refs = [workers[i % len(workers)].judge.remote(sid, messages, cache_key)
+            for i, (sid, messages, cache_key) in enumerate(todo)]
     results = ray.get(refs)
     judged = []
     for r in results:
         if r["score"] is not None:
             scores[r["sample_id"]] = r["score"]
-        judged.append({"sample_id": r["sample_id"], "model": synth_cfg.model, "score": r["score"],
+        judged.append({"sample_id": r["sample_id"], "model": judge_cfg.model, "score": r["score"],
                        "reason": r["reason"], "cache_key": r["cache_key"]})
     store.record_synth_batch(run_id, [r["response"] for r in results if r["response"]],
                              [dict(a, chunk_id=None, task="judge", cache_key=r["cache_key"], attempt=n)
                               for r in results for n, a in enumerate(r["attempts"], start=1)], [], [], [])
     store.record_judgements(judged)
-    store.finish_run(run_id, "succeeded", {"judged": len(judged), "scored": sum(r["score"] is not None
-                                                                                for r in results)})
     return scores
 
 
-def curate_runs(client, project: str, run_ids: list[str], cfg: CurateConfig | None = None,
-                judge_with=None) -> str | None:
+def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: CurateConfig | None = None,
+                judge_with: SynthConfig | None = None, key: Secret | None = None,
+                run_id: str | None = None) -> str | None:
     """Curate the samples of `run_ids` into a new dataset version; returns the version (None if no samples).
 
     Args:
-        judge_with: a SynthConfig of an OpenAI-compatible endpoint to score samples with (needs
-            `cfg.judge_threshold` to drop any).
+        judge_with: an OpenAI-compatible endpoint to score samples with (needs `cfg.judge_threshold` to drop
+            any), called with `key`; its requests are logged under `run_id`.
     """
     cfg = (cfg or CurateConfig()).validate()
-    store = client.store
     samples = store.samples(run_ids)
     if not samples:
         return None
-    scores = judge_scores(client, project, samples, judge_with) if judge_with is not None else None
+    scores = None
+    if judge_with is not None:
+        scores = judge_scores(store, project, samples, judge_with, key or Secret(None), run_id or run_ids[0])
     exec_results = None
     if cfg.exec_check:
         root = next((p["root"] for p in store.projects() if p["name"] == project), None)
@@ -85,3 +89,59 @@ def curate_runs(client, project: str, run_ids: list[str], cfg: CurateConfig | No
     stats = dict(result.stats, dropped=len(result.dropped))
     return store.create_dataset(project, result.kept, source_runs=run_ids, config=asdict(cfg), stats=stats,
                                 note="judged by " + judge_with.model if judge_with is not None else None)
+
+
+@ray.remote
+class CurateRun:
+    """`curate_runs` as a run of its own, for `doctune curate` and the dashboard."""
+
+    def __init__(self, home: str, run_id: str, project: str, source_runs: list[str], cfg: CurateConfig,
+                 judge_with: SynthConfig | None, key: Secret):
+        self.store = StoreClient(Path(home))
+        self.run_id, self.project, self.source_runs = run_id, project, source_runs
+        self.cfg, self.judge_with, self.key = cfg, judge_with, key
+        self.status = RunStatus.QUEUED
+
+    def run(self) -> dict:
+        self.status = RunStatus.RUNNING
+        self.store.update_run(self.run_id, status=RunStatus.RUNNING)
+        status, error, summary = RunStatus.FAILED, None, {"source_runs": self.source_runs, "dataset": None}
+        try:
+            summary["dataset"] = curate_runs(self.store, self.project, self.source_runs, self.cfg, self.judge_with,
+                                             self.key, self.run_id)
+            status = RunStatus.COMPLETED
+        except Exception as exc:  # stored on the run, and raised to whoever waits for it
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            self.status = status
+            self.store.finish_run(self.run_id, status, summary, error)
+            runs.end_current_actor()
+        return {"run_id": self.run_id, "status": status, **summary}
+
+    def progress(self) -> dict:
+        return {"status": self.status}
+
+    def cancel(self) -> None:
+        """Curation is short and all-or-nothing: it finishes (a version is immutable once written)."""
+
+
+def start_curate_run(client, project: str, source_runs: list[str], cfg: CurateConfig | None = None,
+                     judge_with: SynthConfig | None = None, wait: bool = True) -> dict:
+    """Curate `source_runs` into a new dataset version in a run of kind `curate`.
+
+    Returns the run's summary: `run_id`, `status`, `dataset` (None when no sample survived).
+
+    Raises:
+        ConfigError: the curation config has problems.
+    """
+    cfg = (cfg or CurateConfig()).validate()
+    run_id = new_run_id("curate")
+    client.store.create_run(run_id, "curate", project, {
+        "source_runs": source_runs, "curate": asdict(cfg), "judge_model": judge_with.model if judge_with else None})
+    client.store.update_run(run_id, status=RunStatus.QUEUED)
+    handle = runs.launch(CurateRun, run_id, str(client.home), run_id, project, source_runs, cfg, judge_with,
+                         Secret(api_key()))
+    if not wait:
+        return {"run_id": run_id, "status": RunStatus.QUEUED.value, "detached": True}
+    return runs.watch(handle)

@@ -3,23 +3,23 @@
 One model is loaded with its adapter; every prompt is generated twice, with the adapter off and on
 (batched, greedy), and scored against its reference. The held-out loss of both is measured on the same
 completion tokens the training loss used. Scores, outputs and statistics go to the store; the optional
-pairwise judge runs afterwards through the generator actors and the shared limiter, each pair judged in
-both orders so position bias cancels.
+pairwise judge runs afterwards in the same actor, through the LLM pool (`actors/llm_pool.py`), each pair
+judged in both orders so position bias cancels. The run follows the lifecycle of `actors/runs.py`.
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
-import uuid
 from pathlib import Path
 
 import ray
 
 from backend.evaluate import combine_pairwise, win_rate
+from backend.run_status import RunStatus, new_run_id
 from backend.synth_config import Secret, api_key
 from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
+from actors import runs
 from actors.llm_pool import generator_pool
 from actors.store_actor import StoreClient
 
@@ -28,7 +28,7 @@ METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate"
 PROBE_SET, RETENTION_SET = "probe", "retention"
 
 
-@ray.remote(max_concurrency=2)
+@ray.remote
 class EvalRun:
     """Generates and scores base vs tuned for one adapter on three sets; stores every output.
 
@@ -39,13 +39,16 @@ class EvalRun:
     """
 
     def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, split: str,
-                 limit: int | None, max_new_tokens: int, batch_size: int, limits: dict[str, int] | None = None):
+                 limit: int | None, max_new_tokens: int, batch_size: int, limits: dict[str, int] | None = None,
+                 judge_cfg=None, key: Secret | None = None):
         self.home, self.run_id, self.adapter_run = Path(home), run_id, adapter_run
         self.project, self.version, self.split, self.limit = project, version, split, limit
         self.limits = limits or {}
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        self.judge_cfg, self.key = judge_cfg, key or Secret(None)
         self.store = StoreClient(self.home)
-        self.progress_state = {"status": "queued", "done": 0, "total": 0}
+        self.stop = threading.Event()
+        self.progress_state = {"status": RunStatus.QUEUED, "done": 0, "total": 0}
 
     def run(self) -> dict:
         import os
@@ -56,8 +59,8 @@ class EvalRun:
         from backend.train import resolve_model_path, use_all_cores
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.progress_state["status"] = "running"
-        self.store.update_run(self.run_id, status="running")
+        self.progress_state["status"] = RunStatus.RUNNING
+        self.store.update_run(self.run_id, status=RunStatus.RUNNING)
         train = self.store.run(self.adapter_run)
         adapter = Path(train["summary"]["adapter"])
         sets = eval_sets(self.store.dataset_rows(self.project, self.version), train["config"]["train"], self.split,
@@ -67,7 +70,7 @@ class EvalRun:
             r.setdefault("sample_id", r["id"])
         sets[RETENTION_SET] = retention
         index = RepoIndex(self.store.identifiers(self.project))
-        status, error, summary = "failed", None, {}
+        status, error, summary = RunStatus.FAILED, None, {}
         try:
             use_all_cores()
             base_path = resolve_model_path(train["config"]["train"]["model"]["name_or_path"], home=self.home)
@@ -76,17 +79,23 @@ class EvalRun:
             summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": self.split,
                        "sets": list(sets), "identifiers": len(index.names)}
             for eval_set, set_rows in sets.items():
+                if self.stop.is_set():
+                    break
                 results = self._evaluate(model, tokenizer, eval_set, set_rows, index)
                 self.store.record_eval_results(results)
                 summary[eval_set] = _statistics(results)
-            status = "completed"
+            del model  # the judge needs no model: free the memory before it runs
+            if self.stop.is_set():
+                status = RunStatus.CANCELLED
+            else:
+                summary["judge"] = judge_pairs(self.store, self.run_id, self.project, self.judge_cfg, self.key)
+                status = RunStatus.COMPLETED
         except Exception as exc:  # stored on the run
             error = f"{type(exc).__name__}: {exc}"
         finally:
             self.progress_state["status"] = status
             self.store.finish_run(self.run_id, status, summary, error)
-            handle = ray.get_runtime_context().current_actor
-            threading.Timer(1.0, ray.kill, args=(handle,)).start()  # give the GPU to the next run
+            runs.end_current_actor()  # its GPU goes to the next queued run
         return {"run_id": self.run_id, "status": status, "error": error, **summary}
 
     def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict], index) -> list[dict]:
@@ -145,6 +154,10 @@ class EvalRun:
     def progress(self) -> dict:
         return dict(self.progress_state)
 
+    def cancel(self) -> None:
+        """Stop after the set being evaluated (its results are kept)."""
+        self.stop.set()
+
 
 def eval_sets(rows: list[dict], train_config: dict, split: str, limit: int | None,
               limits: dict[str, int] | None = None) -> dict[str, list[dict]]:
@@ -178,53 +191,38 @@ def _statistics(results: list[dict]) -> dict:
 
 def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int | None = None,
                    limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                   judge_cfg=None, on_progress=None) -> dict:
+                   judge_cfg=None, on_progress=None, wait: bool = True) -> dict:
     """Evaluate a completed training run's adapter against its base; optionally judge the pairs.
 
     `limit` cuts every set to its first N prompts (by sample id); `limits` sets it per set (`test`, `probe`,
-    `retention`)."""
+    `retention`). Without `wait`, returns once the run's actor is started."""
     store = client.store
     train = store.run(adapter_run)
     if train is None or train["kind"] != "train":
         raise ValueError(f"no training run '{adapter_run}' (see `doctune runs`)")
-    if train["status"] != "completed" or not train["summary"].get("adapter"):
+    if train["status"] != RunStatus.COMPLETED or not train["summary"].get("adapter"):
         raise ValueError(f"run {adapter_run} is {train['status']} and has no adapter; evaluate a completed run")
     project, version = train["project"], train["config"]["dataset"]
     if not any(r["split"] == split for r in store.dataset_rows(project, version)):
         raise ValueError(f"dataset {version} of project '{project}' has no '{split}' samples")
-    run_id = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id("eval")
     store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": split,
                                                "limit": limit, "limits": limits, "max_new_tokens": max_new_tokens,
                                                "greedy": True})
-    store.update_run(run_id, status="queued")
-    resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
-    actor = EvalRun.options(name=f"eval-{run_id}", lifetime="detached", **resources).remote(
-        str(client.home), run_id, adapter_run, project, version, split, limit, max_new_tokens, batch_size, limits)
-    done = actor.run.remote()
-    while True:
-        ready, _ = ray.wait([done], timeout=1.0)
-        if ready:
-            break
-        if on_progress:
-            try:
-                on_progress(ray.get(actor.progress.remote(), timeout=5))
-            except (ray.exceptions.GetTimeoutError, ray.exceptions.RayActorError):
-                pass
-    result = ray.get(done)
-    if result["status"] == "completed":
-        result["judge"] = judge_pairs(client, run_id, project, judge_cfg)
-        if result["judge"].get("sets"):
-            summary = store.run(run_id)["summary"] | {"judge": result["judge"]}
-            store.update_run(run_id, summary=summary)
-    return result
+    store.update_run(run_id, status=RunStatus.QUEUED)
+    handle = runs.launch(EvalRun, run_id, str(client.home), run_id, adapter_run, project, version, split, limit,
+                         max_new_tokens, batch_size, limits, judge_cfg, Secret(api_key()),
+                         resources=runs.model_resources())
+    if not wait:
+        return {"run_id": run_id, "status": RunStatus.QUEUED.value, "detached": True}
+    return runs.watch(handle, on_progress)
 
 
-def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
+def judge_pairs(store: StoreClient, run_id: str, project: str, judge_cfg, key: Secret) -> dict:
     """Pairwise judgements of every (base, tuned) pair, in both orders; win/tie/loss with an interval."""
     if judge_cfg is None:
         return {"skipped": "no judge endpoint configured (pass --judge with --base-url/--model, and a key "
                            "for a remote endpoint)"}
-    store = client.store
     template = load_template(judge_cfg.prompts_dir, "pairwise")
     results = store.eval_results(run_id)
     requests = []
@@ -236,7 +234,7 @@ def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
                                       project, judge_cfg)
         requests.append((r, ab, ba))
     cached = store.cached_responses([m[1] for _, ab, ba in requests for m in (ab, ba)])
-    _, workers = generator_pool(judge_cfg, Secret(api_key()), project, run_id)
+    _, workers = generator_pool(judge_cfg, key, project, run_id)
     refs, n = {}, 0
     for _, ab, ba in requests:
         for messages, key in (ab, ba):

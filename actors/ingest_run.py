@@ -1,6 +1,7 @@
-"""Ingest run: plan in this process, chunk in parallel Ray tasks, write through the store actor.
+"""Ingest run: plan in the run's actor (on the caller's node, where the repository is), chunk in parallel Ray
+tasks, write through the store actor. The run follows the lifecycle of `actors/runs.py`.
 
-Chunk tables go from each task straight to the store actor as object references, so the driver
+Chunk tables go from each task straight to the store actor as object references, so the run's actor
 never copies chunk text. Each batch lands in its own transaction as soon as it is chunked: a crash
 keeps every finished batch, and the rerun skips those files because their hashes are stored.
 """
@@ -8,7 +9,6 @@ keeps every finished batch, and the rerun skips those files because their hashes
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +18,9 @@ import ray
 
 from backend.chunk import FileItem, chunk_files, chunker_fingerprint
 from backend.config import ChunkConfig, IngestConfig
-from backend.ingest import batch_items, plan_ingest, skipped_table
+from backend.ingest import batch_items, check_root, plan_ingest, skipped_table
+from backend.run_status import RunStatus, new_run_id
+from actors import runs
 from actors.runtime import cluster_cpus
 from actors.store_actor import StoreClient
 
@@ -77,44 +79,39 @@ def index_identifiers(store: StoreClient, project: str) -> int:
     return store.replace_identifiers(project, build_index(chunks))
 
 
-def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestConfig,
+def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestConfig, run_id: str,
                       on_progress: Callable[[int, int], None] | None = None,
                       on_plan: Callable[[int], None] | None = None) -> IngestReport:
-    """Ingest `root` into `project`: new and changed files chunked, unchanged skipped, deleted marked gone.
+    """Ingest `root` into `project` as run `run_id` (created by the caller): new and changed files chunked,
+    unchanged skipped, deleted marked gone.
 
     Args:
         on_plan: called once with the number of files to chunk.
         on_progress: called with (files, bytes) as each batch is stored.
-
-    Raises:
-        IngestError: the path does not exist or is not a folder (nothing is written).
-        ConfigError: the config has problems (each listed with its fix).
     """
-    cfg.validate()
     started = time.monotonic()
     fingerprint = chunker_fingerprint(cfg.chunk)
+    store.update_run(run_id, status=RunStatus.RUNNING)
     plan = plan_ingest(root, cfg, store.file_index(project), fingerprint)
-    run_id = f"ingest-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     store.upsert_project(project, str(plan.root), plan.git_commit)
-    store.create_run(run_id, "ingest", project, {"root": str(plan.root), **cfg.to_dict()})
     if on_plan:
         on_plan(len(plan.to_chunk))
     writes: list[ray.ObjectRef] = []
     nodes: set[str] = set()
     totals = {"chunks": 0, "bytes": 0}
     skipped = [s.reason for s in plan.skipped]
-    status, error = "failed", None
+    status, error = RunStatus.FAILED, None
     try:
         if plan.skipped:
-            writes.append(store.submit("apply_ingest_batch", project,
-                                       skipped_table(project, plan.skipped, plan.git_commit, fingerprint), None))
+            writes.append(store.actor.apply_ingest_batch.remote(
+                project, skipped_table(project, plan.skipped, plan.git_commit, fingerprint), None))
         workers = cluster_cpus()
         total = sum(i.size for i in plan.to_chunk)
         # enough batches to keep every worker busy to the end, none above the configured size
         batch_bytes = max(32_000, min(cfg.batch_bytes, total // (4 * workers) + 1))
 
         def stored(files_ref, chunks_ref, counts):
-            writes.append(store.submit("apply_ingest_batch", project, files_ref, chunks_ref))
+            writes.append(store.actor.apply_ingest_batch.remote(project, files_ref, chunks_ref))
             totals["chunks"] += counts["chunks"]
             totals["bytes"] += counts["bytes"]
             nodes.add(counts["node"])
@@ -127,7 +124,7 @@ def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestC
         store.mark_gone(project, plan.gone)
         if plan.new or plan.changed or plan.gone or not store.identifier_counts(project):
             index_identifiers(store, project)
-        status = "succeeded"
+        status = RunStatus.COMPLETED
     except BaseException as exc:
         error = f"{type(exc).__name__}: {exc}"
         raise
@@ -140,7 +137,72 @@ def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestC
         try:
             store.finish_run(run_id, status, report.as_dict(), error)
         except Exception:  # the store itself is gone; the original error matters more
-            if status == "succeeded":
+            if status == RunStatus.COMPLETED:
                 raise
+    return report
+
+
+@ray.remote
+class IngestRun:
+    """`ingest_repository` as a run: its progress is the files and bytes chunked so far."""
+
+    def __init__(self, home: str, run_id: str, root: str, project: str, cfg: IngestConfig):
+        self.store = StoreClient(Path(home))
+        self.run_id, self.root, self.project, self.cfg = run_id, Path(root), project, cfg
+        self.state = {"status": RunStatus.QUEUED, "planned": None, "files": 0, "bytes": 0}
+
+    def run(self) -> IngestReport:
+        self.state["status"] = RunStatus.RUNNING
+        try:
+            report = ingest_repository(self.store, self.root, self.project, self.cfg, self.run_id,
+                                       on_progress=self._stored, on_plan=self._planned)
+            self.state["status"] = RunStatus.COMPLETED
+            return report
+        except BaseException:
+            self.state["status"] = RunStatus.FAILED
+            raise
+        finally:
+            runs.end_current_actor()
+
+    def _planned(self, files: int) -> None:
+        self.state["planned"] = files
+
+    def _stored(self, files: int, size: int) -> None:
+        self.state["files"] += files
+        self.state["bytes"] += size
+
+    def progress(self) -> dict:
+        return dict(self.state)
+
+    def cancel(self) -> None:
+        """Ingest is resumable batch by batch (a rerun skips stored files), but not stopped half-way."""
+
+
+def start_ingest_run(client, root: Path, project: str, cfg: IngestConfig,
+                     on_progress: Callable[[int, int], None] | None = None,
+                     on_plan: Callable[[int], None] | None = None) -> IngestReport:
+    """Ingest `root` into `project` in a run actor on this node, and wait for its report.
+
+    Raises:
+        IngestError: the path does not exist or is not a folder (nothing is written).
+        ConfigError: the config has problems (each listed with its fix).
+    """
+    cfg.validate()
+    root = check_root(root).resolve()
+    run_id = new_run_id("ingest")
+    client.store.create_run(run_id, "ingest", project, {"root": str(root), **cfg.to_dict()})
+    handle = runs.launch(IngestRun, run_id, str(client.home), run_id, str(root), project, cfg, here=True)
+    seen = {"planned": None, "files": 0, "bytes": 0}
+
+    def relay(state: dict) -> None:  # the actor's running totals, as the callbacks' per-batch increments
+        if state["planned"] is not None and seen["planned"] is None and on_plan:
+            on_plan(state["planned"])
+        if on_progress and state["files"] > seen["files"]:
+            on_progress(state["files"] - seen["files"], state["bytes"] - seen["bytes"])
+        seen.update({k: state[k] for k in seen})
+
+    report = runs.watch(handle, relay, poll_s=0.25)
+    relay({"planned": report.new + report.changed if seen["planned"] is None else seen["planned"],
+           "files": max(seen["files"], report.new + report.changed), "bytes": report.bytes_chunked})
     return report
 

@@ -16,28 +16,34 @@ requests that were in flight.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
-import uuid
 from collections import Counter, deque
 from pathlib import Path
-from types import SimpleNamespace
 
 import ray
 
+from backend.run_status import RunStatus, new_run_id
 from backend.synth_config import Secret, SynthConfig, api_key
 from backend.synthesize import Unit, build_samples, estimate_run, parse_samples, plan_units
+from actors import runs
 from actors.curate_run import curate_runs
 from actors.llm_pool import AuthFailed, BudgetExhausted, generator_pool
 from actors.store_actor import StoreClient
 
 
-@ray.remote(num_cpus=0)
+@ray.remote
 class SynthRun:
-    """Orchestrates one synthesis run; outlives the command that started it (named `synth-<run id>`)."""
+    """Orchestrates one synthesis run and curates its samples; outlives the command that started it.
 
-    def __init__(self, home: str, run_id: str, project: str, cfg: dict, key: Secret, retry_failed: bool):
+    Args:
+        plan: what the caller planned (units, done before, estimate): the start of the run's summary.
+        curate_cfg: how the samples are curated into a dataset version at the end (None: the defaults).
+    """
+
+    def __init__(self, home: str, run_id: str, project: str, cfg: dict, key: Secret, retry_failed: bool,
+                 plan: dict, curate_cfg=None):
         self.store = StoreClient(Path(home))
+        self.plan, self.curate_cfg = plan, curate_cfg
         self.run_id, self.project, self.cfg_dict = run_id, project, cfg
         self.cfg = SynthConfig(**cfg)
         self.key = key
@@ -46,19 +52,20 @@ class SynthRun:
                        "requests": 0, "http_429": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0,
                        "cost_usd": 0.0}
         self.request_times: deque[float] = deque()
-        self.status = "starting"
+        self.status = RunStatus.QUEUED
         self.error: str | None = None
         self.task: asyncio.Task | None = None
         self.cancelled = False
         self.limiter = None
 
-    async def start(self) -> str:
-        self.task = asyncio.get_running_loop().create_task(self._main())
-        return self.run_id
-
-    async def wait(self) -> dict:
-        await self.task
-        return await self.progress()
+    async def run(self) -> dict:
+        """The run to its end, then its samples curated into a new dataset version; returns the summary."""
+        try:
+            self.task = asyncio.get_running_loop().create_task(self._main())
+            await self.task
+            return await self._summary()
+        finally:
+            runs.end_current_actor()
 
     async def cancel(self) -> None:
         self.cancelled = True
@@ -73,35 +80,52 @@ class SynthRun:
             out["limiter"] = await self.limiter.snapshot.remote()
         return out
 
-    async def _call(self, verb: str, *args):
-        return await self.store.submit(verb, *args)
+    async def _summary(self) -> dict:
+        """The run's summary for its caller; its samples curated into a dataset version where it made any."""
+        final = await self.progress()
+        summary = {**self.plan, "run_id": self.run_id, **{k: final[k] for k in (
+            "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "tokens_in",
+            "tokens_out", "cost_usd")}}
+        dead = await self.store.actor.dead_letters.remote(self.project, self.run_id)
+        summary["dead_letters"] = len(dead)
+        summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
+        usage = await self.store.actor.run_usage.remote(self.run_id)
+        if self.status in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED} and usage["samples"]:
+            # curation waits on the store and on its own tasks: on a thread, so `progress` still answers
+            summary["dataset"] = await asyncio.to_thread(curate_runs, self.store, self.project, [self.run_id],
+                                                         self.curate_cfg)
+            # on the run too, so a page that did not wait for it can show where its samples went
+            run = await self.store.actor.run.remote(self.run_id)
+            await self.store.actor.update_run.remote(self.run_id,
+                                                     summary=run["summary"] | {"dataset": summary["dataset"]})
+        return summary
 
     async def _main(self) -> None:
         try:
-            self.status = "running"
+            self.status = RunStatus.RUNNING
             await self._run()
-            if self.status == "running":
-                self.status = "succeeded"
+            if self.status == RunStatus.RUNNING:
+                self.status = RunStatus.COMPLETED
         except BudgetExhausted:
-            self.status = "budget_stopped"
+            self.status = RunStatus.BUDGET_STOPPED
         except AuthFailed as exc:
-            self.status, self.error = "failed", str(exc)
+            self.status, self.error = RunStatus.FAILED, str(exc)
         except Exception as exc:  # recorded on the run; the rerun resumes
-            self.status, self.error = "failed", f"{type(exc).__name__}: {exc}"
+            self.status, self.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
         finally:
             try:
                 await self._writer_drain()
-                usage = await self._call("run_usage", self.run_id)
+                usage = await self.store.actor.run_usage.remote(self.run_id)
                 summary = dict(self.counts, **{k: usage[k] for k in ("samples", "dead_letters", "cost_usd")})
-                await self._call("finish_run", self.run_id, self.status, summary, self.error)
+                await self.store.actor.finish_run.remote(self.run_id, self.status, summary, self.error)
             except Exception as exc:  # the store is gone too: nothing more to record
                 self.error = self.error or f"could not record the end of the run: {exc}"
 
     async def _run(self) -> None:
         cfg = self.cfg
-        chunks = (await self._call("chunks", self.project)).to_pylist()
+        chunks = (await self.store.actor.chunks.remote(self.project)).to_pylist()
         units = plan_units(chunks, cfg, self.project)
-        finished = await self._call("finished_units", self.run_id)
+        finished = await self.store.actor.finished_units.remote(self.run_id)
         if self.retry_failed:
             todo = [u for u in units if finished.get(u.cache_key) == "dead"]
         else:
@@ -110,7 +134,7 @@ class SynthRun:
         self.counts["skipped"] = len(units) - len(todo)
         self.queue: asyncio.Queue = asyncio.Queue()
         self.writer = asyncio.get_running_loop().create_task(self._writer())
-        cached = await self._call("cached_responses", [u.cache_key for u in todo])
+        cached = await self.store.actor.cached_responses.remote([u.cache_key for u in todo])
         fresh = []
         for u in todo:
             hit = cached.get(u.cache_key)
@@ -126,7 +150,7 @@ class SynthRun:
                                   "unit": u.as_dict(), "response": None})
         if not fresh:
             return
-        spent = (await self._call("run_usage", self.run_id))["cost_usd"]
+        spent = (await self.store.actor.run_usage.remote(self.run_id))["cost_usd"]
         self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
         await self.limiter.add_spent.remote(spent)
         slots = asyncio.Semaphore(cfg.concurrency)
@@ -159,7 +183,7 @@ class SynthRun:
         if budget_hit:
             raise BudgetExhausted()
         if self.cancelled:
-            self.status = "cancelled"
+            self.status = RunStatus.CANCELLED
 
     async def _writer(self) -> None:
         """Write results as they arrive, several per transaction when they queue up behind a write."""
@@ -208,15 +232,15 @@ class SynthRun:
                 self.counts["failed"] += 1
         # a retried dead letter is resolved either way: by its samples, or by the new dead letter
         retried = [r["cache_key"] for r in batch] if self.retry_failed else []
-        await self._call("record_synth_batch", self.run_id, responses, requests, samples, dead, retried)
+        await self.store.actor.record_synth_batch.remote(self.run_id, responses, requests, samples, dead, retried)
 
 
 def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: bool, new_run: bool, dry_run: bool,
                     on_progress=None, curate_cfg=None, wait: bool = True) -> dict:
-    """The driver's side of a run: plan, estimate, create or resume the run, start its actor and watch it.
+    """The caller's side of a run: plan, estimate, create or resume the run, start its actor and watch it.
 
-    Without `wait`, a detached `SynthDriver` actor watches and curates instead, and this returns at once:
-    the run outlives the page or command that started it."""
+    Without `wait`, returns once the actor is started: the run (and its curation) outlives the page or command
+    that started it."""
     cfg.validate()
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
@@ -244,67 +268,20 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
         raise ValueError("no API key: set DOCTUNE_API_KEY (or DEEPSEEK_API_KEY / OPENAI_API_KEY), "
                          "or use --generator heuristic")
     if run_id is None:
-        run_id = f"synth-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        run_id = new_run_id("synth")
         config = cfg.to_dict() | {"fingerprint": fingerprint}
         store.create_run(run_id, "synth", project, config)
     else:
-        store.set_run_status(run_id, "running")
+        runs.ensure_not_running(run_id)
+        store.set_run_status(run_id, RunStatus.RUNNING)
     # the plan, for live progress (the run's final summary replaces it)
     store.update_run(run_id, summary={"units": len(units), "todo": len(todo), "estimate": estimate})
     plan["run_id"] = run_id
+    handle = runs.launch(SynthRun, run_id, str(client.home), run_id, project, cfg.to_dict(), Secret(api_key()),
+                         retry_failed, plan, curate_cfg, max_concurrency=64)
     if not wait:
-        driver = SynthDriver.options(name=f"synth-driver-{run_id}", lifetime="detached").remote()
-        ray.get(driver.drive.remote(str(client.home), run_id, project, cfg, Secret(api_key()), retry_failed, plan,
-                                    curate_cfg, started=False))
-        return {**plan, "status": "running", "detached": True}
-    return _drive_synth_run(client, run_id, project, cfg, Secret(api_key()), retry_failed, plan, on_progress,
-                            curate_cfg)
-
-
-def _drive_synth_run(client, run_id: str, project: str, cfg: SynthConfig, key: Secret, retry_failed: bool,
-                     plan: dict, on_progress=None, curate_cfg=None) -> dict:
-    """Start the run's actor, watch it to the end, then curate its samples into a dataset version."""
-    store = client.store
-    actor = SynthRun.options(name=f"synth-{run_id}", lifetime="detached", max_concurrency=64).remote(
-        str(client.home), run_id, project, cfg.to_dict(), key, retry_failed)
-    ray.get(actor.start.remote())
-    done_ref = actor.wait.remote()
-    while True:
-        ready, _ = ray.wait([done_ref], timeout=0.5)
-        if on_progress:
-            on_progress(ray.get(actor.progress.remote()))
-        if ready:
-            break
-    final = ray.get(done_ref)
-    ray.kill(actor)
-    summary = {**plan, "run_id": run_id, **{k: final[k] for k in (
-        "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "tokens_in", "tokens_out",
-        "cost_usd")}}
-    dead = store.dead_letters(project, run_id)
-    summary["dead_letters"] = len(dead)
-    summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
-    if final["status"] in {"succeeded", "budget_stopped"} and store.run_usage(run_id)["samples"]:
-        summary["dataset"] = curate_runs(client, project, [run_id], curate_cfg)
-        # on the run too, so a page that did not wait for it can show where its samples went
-        store.update_run(run_id, summary=store.run(run_id)["summary"] | {"dataset": summary["dataset"]})
-    return summary
-
-
-@ray.remote(num_cpus=0, max_concurrency=2)
-class SynthDriver:
-    """Watches a synthesis run to its end and curates it, for callers that do not wait (the dashboard)."""
-
-    def drive(self, home: str, run_id: str, project: str, cfg: SynthConfig, key: Secret, retry_failed: bool,
-              plan: dict, curate_cfg, started: bool = True) -> dict | None:
-        if not started:  # answer the caller at once, then do the work on a thread of this actor
-            threading.Thread(target=self.drive, args=(home, run_id, project, cfg, key, retry_failed, plan,
-                                                      curate_cfg), daemon=True).start()
-            return None
-        context = SimpleNamespace(home=Path(home), store=StoreClient(Path(home)))
-        try:
-            return _drive_synth_run(context, run_id, project, cfg, key, retry_failed, plan, None, curate_cfg)
-        finally:
-            threading.Timer(1.0, ray.kill, args=(ray.get_runtime_context().current_actor,)).start()
+        return {**plan, "status": RunStatus.RUNNING.value, "detached": True}
+    return runs.watch(handle, on_progress, poll_s=0.5)
 
 
 def _is_local(url: str) -> bool:

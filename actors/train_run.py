@@ -2,8 +2,9 @@
 
 Ray queues a second run until the GPU is free; the store shows it as `queued` until its actor starts.
 Metrics leave the training thread through a queue and reach the store actor in batches from a
-background thread, so the trainer never waits on the database. The actor is detached and named
-`train-<run id>`: it outlives the command that started it, and `doctune cancel` finds it.
+background thread, so the trainer never waits on the database. The run follows the one lifecycle of
+`actors/runs.py`: a detached actor named after the run, which outlives the command that started it and which
+`doctune cancel` finds.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import ray
 
+from backend.run_status import RunStatus, new_run_id
+from actors import runs
 from actors.store_actor import StoreClient
 
 
@@ -58,9 +60,9 @@ class StoreSink:
             else:
                 events.append(item[1:])
         if rows:
-            self.pending.append(self.store.submit("record_metrics", self.run_id, rows))
+            self.pending.append(self.store.actor.record_metrics.remote(self.run_id, rows))
         for kind, detail in events:
-            self.pending.append(self.store.submit("record_event", self.run_id, kind, detail))
+            self.pending.append(self.store.actor.record_event.remote(self.run_id, kind, detail))
         done, self.pending = ray.wait(self.pending, num_returns=len(self.pending), timeout=0)
         ray.get(done)  # surfaces a failed write
 
@@ -71,7 +73,7 @@ class StoreSink:
         ray.get(self.pending)
 
 
-@ray.remote(max_concurrency=4)
+@ray.remote
 class TrainRun:
     """Runs `backend.train.train_adapter` for one run; `cancel` and `progress` answer while it trains."""
 
@@ -81,7 +83,7 @@ class TrainRun:
         self.store = StoreClient(self.home)
         self.stop = threading.Event()
         self.sink: StoreSink | None = None
-        self.status = "queued"
+        self.status = RunStatus.QUEUED
 
     def run(self) -> dict:
         import os
@@ -92,8 +94,8 @@ class TrainRun:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, and no usage pings either
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         cfg = TrainConfig.from_dict(self.cfg_dict, "run config")
-        self.status = "running"
-        self.store.update_run(self.run_id, status="running")
+        self.status = RunStatus.RUNNING
+        self.store.update_run(self.run_id, status=RunStatus.RUNNING)
         if self.resume:  # the curve continues from the checkpoint: nothing lost, nothing twice
             from backend.train import checkpoint_history
 
@@ -106,7 +108,7 @@ class TrainRun:
         use_all_cores()
         started = time.monotonic()
         summary: dict = {"dataset": self.version, "preset": cfg.preset}
-        status, error = "failed", None
+        status, error = RunStatus.FAILED, None
         try:
             base = resolve_model_path(cfg.model.name_or_path, home=self.home)
             result = train_adapter(cfg, [r for r in rows if r["split"] == "train"],
@@ -131,10 +133,7 @@ class TrainRun:
                         "seconds": round(time.monotonic() - started, 1)}
             self.status = status
             self.store.finish_run(self.run_id, status, summary, error)
-            # a finished run must give its GPU to the next queued one, whether or not anyone waits for it;
-            # the result is already on its way to the caller when the timer fires
-            handle = ray.get_runtime_context().current_actor
-            threading.Timer(1.0, ray.kill, args=(handle,)).start()
+            runs.end_current_actor()  # its GPU goes to the next queued run
         return {"run_id": self.run_id, "status": status, "error": error, **summary}
 
     def cancel(self) -> None:
@@ -144,10 +143,6 @@ class TrainRun:
     def progress(self) -> dict:
         latest = dict(self.sink.latest) if self.sink else {}
         return {"status": self.status, "cancelling": self.stop.is_set(), **latest}
-
-
-def _cluster_has_gpu() -> bool:
-    return ray.cluster_resources().get("GPU", 0) >= 1
 
 
 def check_train_request(client, project: str, version: str | None, cfg) -> tuple[str, list[dict]]:
@@ -175,7 +170,7 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
     if not any(r["split"] == "train" for r in rows):
         raise ValueError(f"dataset version {version} has no train samples; curate with a train split")
     cfg.validate()
-    if cfg.model.requires_gpu and not _cluster_has_gpu():
+    if cfg.model.requires_gpu and "num_gpus" not in runs.model_resources():
         raise ConfigError([f"preset '{cfg.preset}' needs a CUDA GPU and this Ray cluster has none; use "
                            f"`--preset smol` on a CPU, or join a cluster with a GPU (--ray-address)"])
     path = resolve_model_path(cfg.model.name_or_path, home=client.home)
@@ -193,64 +188,21 @@ def start_train_run(client, project: str | None, cfg=None, *, version: str | Non
         run = store.run(resume_run)
         if run is None or run["kind"] != "train":
             raise ValueError(f"no training run '{resume_run}' (see `doctune runs`)")
-        if run["status"] == "completed":
+        if run["status"] == RunStatus.COMPLETED:
             raise ValueError(f"run {resume_run} already completed; start a new one with `doctune train`")
-        _ensure_not_running(resume_run)
+        runs.ensure_not_running(resume_run)
         project, version = run["project"], run["config"]["dataset"]
         cfg = TrainConfig.from_dict(run["config"]["train"], f"run {resume_run}")
         run_id = resume_run
-        store.update_run(run_id, status="queued")
     else:
         version, _ = check_train_request(client, project, version, cfg)
-        run_id = f"train-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        run_id = new_run_id("train")
         store.create_run(run_id, "train", project, {"dataset": version, "preset": cfg.preset,
                                                     "seed": cfg.training.seed, "train": cfg.to_dict()})
-        store.update_run(run_id, status="queued")
-    resources = {"num_gpus": 1} if _cluster_has_gpu() else {"num_cpus": 1}
-    actor = TrainRun.options(name=f"train-{run_id}", lifetime="detached", **resources).remote(
-        str(client.home), run_id, project, version, cfg.to_dict(), bool(resume_run))
-    done = actor.run.remote()
+    store.update_run(run_id, status=RunStatus.QUEUED)
+    handle = runs.launch(TrainRun, run_id, str(client.home), run_id, project, version, cfg.to_dict(),
+                         bool(resume_run), resources=runs.model_resources(), max_concurrency=4)
     if not wait:
-        return {"run_id": run_id, "status": "queued", "project": project, "dataset": version, "detached": True}
-    while True:
-        ready, _ = ray.wait([done], timeout=1.0)
-        if on_progress and not ready:
-            try:
-                on_progress(ray.get(actor.progress.remote(), timeout=5))
-            except ray.exceptions.GetTimeoutError:
-                pass  # the actor is still queued behind another run
-        if ready:
-            break
-    return ray.get(done)  # the actor ends itself once the run is over
-
-
-def _ensure_not_running(run_id: str) -> None:
-    try:
-        actor = ray.get_actor(f"train-{run_id}")
-    except ValueError:
-        return
-    try:
-        status = ray.get(actor.progress.remote()).get("status")
-    except ray.exceptions.RayActorError:
-        return  # it ended between the lookup and the call
-    if status in {"queued", "running"}:
-        raise ValueError(f"run {run_id} is still {status}; cancel it first (`doctune cancel {run_id}`)")
-    ray.kill(actor)
-
-
-def cancel_run(client, run_id: str) -> str:
-    """Ask a run's actor to stop (it checkpoints first); a run whose actor is gone is marked cancelled."""
-    run = client.store.run(run_id)
-    if run is None:
-        raise ValueError(f"no run '{run_id}' (see `doctune runs`)")
-    for prefix in ("train", "synth"):
-        try:
-            actor = ray.get_actor(f"{prefix}-{run_id}")
-        except ValueError:
-            continue
-        ray.get(actor.cancel.remote())
-        return "cancelling"
-    if run["status"] in {"running", "queued"}:
-        client.store.finish_run(run_id, "cancelled", run["summary"], "cancelled while no process ran it")
-        return "cancelled"
-    return run["status"]
+        return {"run_id": run_id, "status": RunStatus.QUEUED.value, "project": project, "dataset": version,
+                "detached": True}
+    return runs.watch(handle, on_progress)

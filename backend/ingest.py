@@ -111,11 +111,8 @@ class _Filter:
         return False
 
 
-def walk_repository(root: Path, cfg: IngestConfig) -> Iterator[Candidate | Skipped | None]:
-    """Every file under `root`, as a Candidate, a Skipped with its reason, or None when ignored.
-
-    Symlinks to files and folders inside the repository are followed once; loops, broken links and
-    links leading outside the repository are skipped with their reason (nothing outside is read).
+def check_root(root: Path) -> Path:
+    """`root` as a Path, once it is known to be a folder.
 
     Raises:
         IngestError: `root` does not exist or is not a folder.
@@ -125,6 +122,19 @@ def walk_repository(root: Path, cfg: IngestConfig) -> Iterator[Candidate | Skipp
         raise IngestError(f"{root} does not exist; pass the path of a repository folder")
     if not root.is_dir():
         raise IngestError(f"{root} is a file, not a folder; pass the repository's root folder")
+    return root
+
+
+def walk_repository(root: Path, cfg: IngestConfig) -> Iterator[Candidate | Skipped | None]:
+    """Every file under `root`, as a Candidate, a Skipped with its reason, or None when ignored.
+
+    Symlinks to files and folders inside the repository are followed once; loops, broken links and
+    links leading outside the repository are skipped with their reason (nothing outside is read).
+
+    Raises:
+        IngestError: `root` does not exist or is not a folder.
+    """
+    root = check_root(root)
     real_root = root.resolve()
     flt = _Filter(cfg)
     visited: set[Path] = {real_root}

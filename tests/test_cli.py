@@ -45,7 +45,7 @@ def test_ingest_stats_runs_json_and_unknown_project(tmp_path):
     assert isinstance(stats["chunks"], int) and stats["chunks"] >= 2
     assert isinstance(stats["tokens"], int) and stats["tokens"] > 0
     runs = json.loads(run_cli("runs", "--json", home=home).stdout)
-    assert runs[0]["kind"] == "ingest" and runs[0]["status"] == "succeeded" and runs[0]["id"]
+    assert runs[0]["kind"] == "ingest" and runs[0]["status"] == "completed" and runs[0]["id"]
     human = run_cli("stats", "--project", "demo", home=home)
     assert "tokens per chunk" in human.stdout
     unknown = run_cli("stats", "--project", "zzz", home=home)

@@ -242,6 +242,15 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        7,
+        "one status vocabulary for every kind of run",
+        """
+        -- ingest and synthesis runs used to end `succeeded` where the others ended `completed`
+        -- (`backend.run_status.RunStatus` is the vocabulary now)
+        UPDATE runs SET status = 'completed' WHERE status = 'succeeded';
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -34,7 +34,7 @@ def test_ingest_then_reingest_does_no_work(client, tmp_path):
     stats = client.stats("p")
     assert stats["files"] == 2 and stats["gone"] == 1 and stats["chunks"] == len(rows)
     runs = client.runs("p")
-    assert [r["status"] for r in runs] == ["succeeded"] * 3 and runs[0]["summary"]["gone"] == 1
+    assert [r["status"] for r in runs] == ["completed"] * 3 and runs[0]["summary"]["gone"] == 1
 
 
 def test_hostile_corpus_ingests_with_reasons(client, tmp_path):

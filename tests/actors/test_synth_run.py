@@ -35,7 +35,7 @@ def units_accounted(client, summary) -> None:
 
 def test_heuristic_synthesis_curates_a_version(sample_client):
     summary = sample_client.synth("s", SynthConfig(generator="heuristic", max_chunks=60))
-    assert summary["status"] == "succeeded" and summary["samples"] > 60 and summary["requests"] == 0
+    assert summary["status"] == "completed" and summary["samples"] > 60 and summary["requests"] == 0
     units_accounted(sample_client, summary)
     version = summary["dataset"]
     info = {d["version"]: d for d in sample_client.datasets("s")}[version]
@@ -57,7 +57,7 @@ def test_api_synthesis_asks_for_knowledge_probes(sample_client):
     with FakeLLMServer() as server:
         summary = sample_client.synth("s", openai_cfg(server, max_chunks=16, probe_share=1.0))
     asked = [r for r in sample_client.store.requests(summary["run_id"]) if r["task"] == "probe"]
-    assert summary["status"] == "succeeded", summary.get("error")
+    assert summary["status"] == "completed", summary.get("error")
     units_accounted(sample_client, summary)
     probes = [s for s in sample_client.store.samples([summary["run_id"]]) if s["task"] == "probe"]
     assert probes and all(p["fact"] for p in probes) and len(asked) >= 16  # one probe request per chunk
@@ -72,7 +72,7 @@ def test_rate_limit_is_honoured(sample_client):
     with FakeLLMServer(latency_s=0.0, rpm=1200, window_s=0.5) as server:
         cfg = openai_cfg(server, rpm=1200, rate_window_s=0.5, max_chunks=20)
         summary = sample_client.synth("s", cfg)
-    assert summary["status"] == "succeeded" and summary["failed"] == 0
+    assert summary["status"] == "completed" and summary["failed"] == 0
     stats = server.stats()
     assert stats["rate_limited_429"] <= 0.1 * stats["requests"]
 
@@ -120,7 +120,6 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
     from dataclasses import replace
 
     from backend.curate import CurateConfig
-    from actors.curate_run import curate_runs
     from conftest import write_tree
 
     pages = {f"docs/p{i}.md": f"# Berth rule {i}\n\n" + f"Rule {i} says slots close early on day {i}. " * 12
@@ -131,9 +130,9 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
         cfg = openai_cfg(server, max_chunks=None, tasks_per_chunk=1, task_mix={"qa": 1.0}, probe_share=0)
         run = client.synth("j", cfg)["run_id"]
         before = server.stats()["judge"]
-        version = curate_runs(client, "j", [run], CurateConfig(judge_threshold=3.0), judge_with=cfg)
+        version = client.curate("j", [run], CurateConfig(judge_threshold=3.0), judge_with=cfg)["dataset"]
         judged = server.stats()["judge"] - before
-        again = curate_runs(client, "j", [run], replace(CurateConfig(), judge_threshold=3.0), judge_with=cfg)
+        again = client.curate("j", [run], replace(CurateConfig(), judge_threshold=3.0), judge_with=cfg)["dataset"]
         assert server.stats()["judge"] - before == judged  # judgements come from the cache the second time
     samples = client.store.samples([run])
     assert judged == len(samples)
@@ -147,7 +146,6 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
 
 def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
     from backend.curate import CurateConfig
-    from actors.curate_run import curate_runs
     from conftest import write_tree
 
     intro = "This page shows how the helper doubles numbers for the berth planner, step by step."
@@ -165,7 +163,7 @@ def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
     version = run["dataset"]
     plain = {r["path"] for r in client.store.dataset_rows("x", version)}
     assert {"docs/good.md", "docs/wrong.md", "docs/loop.md"} <= plain
-    checked = curate_runs(client, "x", [run["run_id"]], CurateConfig(exec_check=True, exec_timeout_s=2))
+    checked = client.curate("x", [run["run_id"]], CurateConfig(exec_check=True, exec_timeout_s=2))["dataset"]
     rows = client.store.dataset_rows("x", checked)
     assert {r["path"] for r in rows if r["path"].startswith("docs/")} == {"docs/good.md"}
     assert {r["exec_status"] for r in rows if r["path"] == "docs/good.md"} == {"pass"}
@@ -195,7 +193,7 @@ def test_a_run_started_without_waiting_goes_on_and_curates(sample_client, monkey
         assert first["units"] == started["units"] and first["units_done"] < first["units"]
         assert any(r["run_id"] == started["run_id"] and r["status"] == "running" for r in sample_client.runs("s"))
         end = wait_for_end(sample_client, started["run_id"])
-        assert end["status"] == "succeeded" and end["units_done"] == end["units"] and end["samples"] > 0
+        assert end["status"] == "completed" and end["units_done"] == end["units"] and end["samples"] > 0
         assert end["requests"] == server.stats()["requests"] and end["tokens_in"] > 0
         assert end["dataset"] in {d["version"] for d in sample_client.datasets("s")}
 

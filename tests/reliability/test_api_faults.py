@@ -38,7 +38,7 @@ def test_every_fault_at_once_then_retry_failed(sample_client, monkeypatch, repor
                           concurrency=8, request_timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.2, max_attempts=2,
                           prices={"fake-model": {"input": 1.0, "output": 2.0}})
         summary = sample_client.synth("s", cfg)
-        assert summary["status"] == "succeeded"
+        assert summary["status"] == "completed"
         units_accounted(sample_client, summary)
         stats = server.stats()
         assert stats["http_500"] and stats["fault_429"] and stats["timeouts"] and stats["malformed"] and stats["think"]

@@ -181,7 +181,7 @@ def test_hostile_corpus_is_data_and_nothing_runs(tmp_path, ray_session, report):
     assert str(markers / "html_script") not in texts  # the HTML reader drops <script>
 
     # ... and reached the dataset as data
-    assert synth["status"] == "succeeded" and synth["samples"] > 0
+    assert synth["status"] == "completed" and synth["samples"] > 0
     rows = [json.loads(line) for split in ("train", "val", "test", "probe") if (out / f"{split}.jsonl").exists()
             for line in (out / f"{split}.jsonl").read_text().splitlines()]
     assert len(rows) == curated["samples"] > 0

@@ -70,7 +70,7 @@ def test_ten_random_kills_then_resume_give_the_same_dataset(tmp_path, report):
         out = run_cli(*synth_args(server, "--json"), home=home, env=env)
         assert out.returncode == 0, out.stderr
         resumed = json.loads(out.stdout)
-        assert resumed["resuming"] and resumed["status"] == "succeeded" and resumed["failed"] == 0
+        assert resumed["resuming"] and resumed["status"] == "completed" and resumed["failed"] == 0
         total_requests = server.stats()["requests"]
     assert len(moments) == KILLS, f"only {len(moments)} kills landed mid-run"
     # never pays twice: at most the requests in flight at each kill were sent again

@@ -8,6 +8,7 @@ import re
 import pytest
 import ray
 
+from actors import runs
 from test_train_run import make_dataset, tiny, wait_for_step
 
 SAVE_STEPS = 4
@@ -19,7 +20,7 @@ def test_killed_training_actor_resumes_from_its_checkpoint(client, report):
     make_dataset(client)
     run = client.train("t", tiny(max_steps=MAX_STEPS, save_steps=SAVE_STEPS, eval_steps=1000), wait=False)["run_id"]
     wait_for_step(client, run, random.Random(7).randint(9, 30))
-    actor = ray.get_actor(f"train-{run}")
+    actor = ray.get_actor(runs.actor_name(run))
     at = int(ray.get(actor.progress.remote())["step"])  # the trainer's own step (the store lags up to a second)
     ray.kill(actor)
     stored = max(client.metrics(run, ["loss"]).column("step").to_pylist())
