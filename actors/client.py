@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Callable
 
 from backend.config import IngestConfig, resolve_home
-from backend.run_status import RunStatus
+from backend.run_status import ACTIVE, RunStatus
 from actors import runs
 from actors.runtime import init_ray
+
+__all__ = ["ACTIVE", "DocTune", "RunStatus"]
 
 
 class DocTune:
@@ -32,6 +34,16 @@ class DocTune:
         own = None if address else live_cluster_address(self.home)
         self.ray_address = init_ray(address or own, num_cpus=num_cpus, token_auth=own is not None)
         self.store = StoreClient(self.home)
+
+    def connected(self) -> bool:
+        """Whether this client's store actor is still there (not after a cluster restart or a killed actor)."""
+        import ray
+
+        try:
+            ray.get_actor(self.store.actor_name)
+            return True
+        except ValueError:
+            return False
 
     def ingest(self, path: str | Path, project: str, cfg: IngestConfig | None = None,
                on_progress: Callable[[int, int], None] | None = None,

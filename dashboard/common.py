@@ -11,13 +11,12 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-LIVE = {"queued", "running"}
+from actors.client import ACTIVE as LIVE  # queued or running
+from actors.client import DocTune
 
 
 @st.cache_resource(show_spinner="Connecting to the DocTune runtime…")
 def _client(home: str | None, address: str | None):
-    from actors.client import DocTune
-
     return DocTune(home, ray_address=address)
 
 
@@ -26,12 +25,8 @@ def client():
 
     A client whose store actor has gone (the cluster was restarted, the actor killed) is replaced, so the
     dashboard recovers without a restart."""
-    import ray
-
     dt = _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
-    try:
-        ray.get_actor(dt.store.actor_name)
-    except ValueError:
+    if not dt.connected():
         _client.clear()
         dt = _client(os.environ.get("DOCTUNE_HOME"), os.environ.get("RAY_ADDRESS"))
     return dt
