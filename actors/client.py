@@ -77,6 +77,18 @@ class DocTune:
         `interrupted` — rerunning the same command resumes it."""
         return runs.with_liveness(self.store.runs(project, limit))
 
+    def run(self, run_id: str) -> dict:
+        """One run of any kind: kind, project, status (`interrupted` when its process died), config, summary,
+        error, times.
+
+        Raises:
+            KeyError: no such run.
+        """
+        row = self.store.run(run_id)
+        if row is None:
+            raise KeyError(run_id)
+        return runs.with_liveness([row])[0]
+
     # ---- synthesis ---------------------------------------------------------------------------
     def synth(self, project: str, cfg, *, retry_failed: bool = False, new_run: bool = False, dry_run: bool = False,
               on_progress: Callable[[dict], None] | None = None, curate_cfg=None, wait: bool = True) -> dict:
