@@ -10,7 +10,8 @@ from pathlib import Path
 
 import ray
 
-from backend.curate import CurateConfig, curate, exec_check
+from backend.curate import curate, exec_check
+from backend.curate_config import CurateConfig
 
 
 @ray.remote
@@ -38,10 +39,10 @@ def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[s
             todo.append((sid, messages, key))
     if not todo:
         return scores
-    from backend.synth_config import Secret, api_key
+    from backend.endpoint_config import Secret, api_key
 
     run_id = f"judge-{time.strftime('%Y%m%d-%H%M%S')}"
-    store.create_run(run_id, "judge", project, {"model": synth_cfg.model, "samples": len(todo)})
+    store.create_run(run_id, "judge", project, {"model": synth_cfg.endpoint.model, "samples": len(todo)})
     _, workers = generator_pool(synth_cfg, Secret(api_key()), project, run_id)
     refs = [workers[i % len(workers)].judge.remote(sid, messages, key) for i, (sid, messages, key) in enumerate(todo)]
     results = ray.get(refs)
@@ -49,7 +50,7 @@ def judge_scores(client, project: str, samples: list[dict], synth_cfg) -> dict[s
     for r in results:
         if r["score"] is not None:
             scores[r["sample_id"]] = r["score"]
-        judged.append({"sample_id": r["sample_id"], "model": synth_cfg.model, "score": r["score"],
+        judged.append({"sample_id": r["sample_id"], "model": synth_cfg.endpoint.model, "score": r["score"],
                        "reason": r["reason"], "cache_key": r["cache_key"]})
     store.record_synth_batch(run_id, [r["response"] for r in results if r["response"]],
                              [dict(a, chunk_id=None, task="judge", cache_key=r["cache_key"], attempt=n)
@@ -86,4 +87,4 @@ def curate_runs(client, project: str, run_ids: list[str], cfg: CurateConfig | No
         return None
     stats = dict(result.stats, dropped=len(result.dropped))
     return store.create_dataset(project, result.kept, source_runs=run_ids, config=asdict(cfg), stats=stats,
-                                note="judged by " + judge_with.model if judge_with is not None else None)
+                                note="judged by " + judge_with.endpoint.model if judge_with is not None else None)

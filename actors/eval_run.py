@@ -17,6 +17,8 @@ from pathlib import Path
 
 import ray
 
+from backend.eval_config import EvalConfig
+from backend.synth_config import SynthConfig
 from actors.store_actor import StoreClient
 
 METRICS = ["rouge_l", "bleu", "chrf", "exact_match", "syntax_valid", "pass_rate", "api_recall", "api_hallucination",
@@ -172,13 +174,10 @@ def _statistics(results: list[dict]) -> dict:
     return stats
 
 
-def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int | None = None,
-                   limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                   judge_cfg=None, on_progress=None) -> dict:
-    """Evaluate a completed training run's adapter against its base; optionally judge the pairs.
-
-    `limit` cuts every set to its first N prompts (by sample id); `limits` sets it per set (`test`, `probe`,
-    `retention`)."""
+def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None) -> dict:
+    """Evaluate a completed training run's adapter against its base; optionally judge the pairs."""
+    cfg.validate()
+    split = cfg.split
     store = client.store
     train = store.run(adapter_run)
     if train is None or train["kind"] != "train":
@@ -190,12 +189,13 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
         raise ValueError(f"dataset {version} of project '{project}' has no '{split}' samples")
     run_id = f"eval-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": split,
-                                               "limit": limit, "limits": limits, "max_new_tokens": max_new_tokens,
-                                               "greedy": True})
+                                               "limit": cfg.limit, "limits": cfg.limits,
+                                               "max_new_tokens": cfg.max_new_tokens, "greedy": True})
     store.update_run(run_id, status="queued")
     resources = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) >= 1 else {"num_cpus": 1}
     actor = EvalRun.options(name=f"eval-{run_id}", lifetime="detached", **resources).remote(
-        str(client.home), run_id, adapter_run, project, version, split, limit, max_new_tokens, batch_size, limits)
+        str(client.home), run_id, adapter_run, project, version, split, cfg.limit, cfg.max_new_tokens, cfg.batch_size,
+        cfg.limits)
     done = actor.run.remote()
     while True:
         ready, _ = ray.wait([done], timeout=1.0)
@@ -208,6 +208,8 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
                 pass
     result = ray.get(done)
     if result["status"] == "completed":
+        # the judge's requests are shaped like synthesis requests (temperature, max tokens) to its endpoint
+        judge_cfg = SynthConfig(generator="openai", endpoint=cfg.endpoint) if cfg.judge else None
         result["judge"] = judge_pairs(client, run_id, project, judge_cfg)
         if result["judge"].get("sets"):
             summary = store.run(run_id)["summary"] | {"judge": result["judge"]}
@@ -218,7 +220,7 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
 def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
     """Pairwise judgements of every (base, tuned) pair, in both orders; win/tie/loss with an interval."""
     from backend.evaluate import combine_pairwise, win_rate
-    from backend.synth_config import Secret, api_key
+    from backend.endpoint_config import Secret, api_key
     from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
     from actors.synth_run import generator_pool
 
@@ -264,7 +266,7 @@ def judge_pairs(client, run_id: str, project: str, judge_cfg) -> dict:
         verdicts[(r["eval_set"], r["sample_id"])] = (outcome, {"base_first": w_ab, "tuned_first": w_ba})
         by_set.setdefault(r["eval_set"], []).append(outcome)
     store.set_eval_judgements(run_id, verdicts)
-    return {"model": judge_cfg.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
+    return {"model": judge_cfg.endpoint.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
             "unjudged": len(requests) - len(verdicts)}
 
 

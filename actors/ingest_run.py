@@ -17,7 +17,7 @@ from typing import Callable
 import ray
 
 from backend.chunk import FileItem, chunk_files, chunker_fingerprint
-from backend.config import ChunkConfig, IngestConfig
+from backend.ingest_config import ChunkConfig, IngestConfig
 from backend.ingest import batch_items, plan_ingest, skipped_table
 from actors.runtime import cluster_cpus
 from actors.store_actor import StoreClient

@@ -20,7 +20,8 @@ from collections import Counter, deque
 import ray
 
 from backend.ratelimit import RateLimiter
-from backend.synth_config import Secret, SynthConfig
+from backend.endpoint_config import Secret
+from backend.synth_config import SynthConfig
 from backend.synthesize import (ParseError, Unit, build_samples, cost_usd, estimate_tokens,
                                 expected_output_tokens, heuristic_response, parse_judgement, parse_pairwise,
                                 parse_samples, plan_units)
@@ -93,18 +94,19 @@ class GeneratorWorker:
     """Sends requests for units through the shared limiter, with retries; returns results, stores nothing."""
 
     def __init__(self, cfg: dict, key: Secret, limiter, project: str, run_id: str):
-        self.cfg = SynthConfig(**cfg)
+        self.cfg = SynthConfig.from_dict(cfg)
         self.limiter = limiter
         self.project = project
         self.run_id = run_id
         self.price = self.cfg.price()
-        self.json_mode = self.cfg.json_mode
+        self.endpoint = self.cfg.endpoint
+        self.json_mode = self.endpoint.json_mode
         self.client = None
         if self.cfg.generator == "openai":
             from openai import AsyncOpenAI
 
-            self.client = AsyncOpenAI(base_url=self.cfg.base_url, api_key=key.reveal() or "no-key",
-                                      max_retries=0, timeout=self.cfg.request_timeout_s)
+            self.client = AsyncOpenAI(base_url=self.endpoint.base_url, api_key=key.reveal() or "no-key",
+                                      max_retries=0, timeout=self.endpoint.request_timeout_s)
 
     async def run_unit(self, unit: dict) -> dict:
         """Samples for one unit, or a dead letter; with every attempt's log row."""
@@ -128,7 +130,7 @@ class GeneratorWorker:
                     "cache_key": key, "attempts": failed.attempts, "response": None}
         score, reason = parse_judgement(content)
         return {"sample_id": sample_id, "score": score, "reason": reason, "cache_key": key, "attempts": attempts,
-                "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
+                "response": {"cache_key": key, "model": self.endpoint.model, "content": content, "tokens_in": t_in,
                              "tokens_out": t_out, "cost_usd": cost}}
 
     async def pairwise(self, key: str, messages: list[dict]) -> dict:
@@ -141,7 +143,7 @@ class GeneratorWorker:
                     "attempts": failed.attempts, "response": None}
         winner, reason = parse_pairwise(content)
         return {"cache_key": key, "winner": winner, "reason": reason, "attempts": attempts,
-                "response": {"cache_key": key, "model": self.cfg.model, "content": content, "tokens_in": t_in,
+                "response": {"cache_key": key, "model": self.endpoint.model, "content": content, "tokens_in": t_in,
                              "tokens_out": t_out, "cost_usd": cost}}
 
     async def request(self, messages: list[dict], est_tokens_in: int, parse) -> tuple:
@@ -157,7 +159,7 @@ class GeneratorWorker:
         attempts: list[dict] = []
         failures, throttled = 0, 0
         last = ("http_5xx", "")
-        while failures < self.cfg.max_attempts and throttled < 20 * self.cfg.max_attempts:
+        while failures < self.endpoint.max_attempts and throttled < 20 * self.endpoint.max_attempts:
             worst = cost_usd(est_tokens_in, self.cfg.max_output_tokens, self.price)
             if not await self.limiter.acquire.remote(est_tokens_in + expected_output_tokens(self.cfg), worst):
                 raise BudgetExhausted()
@@ -202,7 +204,7 @@ class GeneratorWorker:
         raise RequestFailed(last[0], last[1][:1000], attempts)
 
     async def _complete(self, messages: list[dict]):
-        kwargs = dict(model=self.cfg.model, messages=messages, temperature=self.cfg.temperature,
+        kwargs = dict(model=self.endpoint.model, messages=messages, temperature=self.cfg.temperature,
                       max_tokens=self.cfg.max_output_tokens)
         if self.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
@@ -212,7 +214,7 @@ class GeneratorWorker:
         import openai
 
         if isinstance(exc, openai.APITimeoutError):
-            return "timeout", None, f"no answer within {self.cfg.request_timeout_s}s"
+            return "timeout", None, f"no answer within {self.endpoint.request_timeout_s}s"
         if isinstance(exc, openai.APIConnectionError):
             return "connection", None, str(exc)
         if isinstance(exc, openai.APIStatusError):
@@ -230,7 +232,8 @@ class GeneratorWorker:
 
     def _backoff(self, failures: int) -> float:
         """Exponential with full jitter: spreads retries so they do not arrive together."""
-        return random.uniform(0.5, 1.0) * min(self.cfg.backoff_max_s, self.cfg.backoff_base_s * 2 ** (failures - 1))
+        endpoint = self.endpoint
+        return random.uniform(0.5, 1.0) * min(endpoint.backoff_max_s, endpoint.backoff_base_s * 2 ** (failures - 1))
 
     def _result(self, u: Unit, content: str, attempts: list[dict], t_in: int, t_out: int, cost: float) -> dict:
         try:
@@ -250,9 +253,10 @@ class GeneratorWorker:
 
 def generator_pool(cfg: SynthConfig, key: Secret, project: str, run_id: str) -> tuple:
     """(limiter, generator actors) for one run: every request of the run goes through that one limiter."""
-    limiter = Limiter.remote(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.rate_window_s, cfg.max_cost_usd)
-    workers = [GeneratorWorker.options(max_concurrency=max(2, cfg.concurrency)).remote(
-        cfg.to_dict(), key, limiter, project, run_id) for _ in range(cfg.workers)]
+    endpoint = cfg.endpoint
+    limiter = Limiter.remote(endpoint.rpm, endpoint.tpm, endpoint.concurrency, endpoint.rate_window_s, cfg.max_cost_usd)
+    workers = [GeneratorWorker.options(max_concurrency=max(2, endpoint.concurrency)).remote(
+        cfg.to_dict(), key, limiter, project, run_id) for _ in range(endpoint.workers)]
     return limiter, workers
 
 
@@ -267,7 +271,7 @@ class SynthRun:
 
         self.store = StoreClient(Path(home))
         self.run_id, self.project, self.cfg_dict = run_id, project, cfg
-        self.cfg = SynthConfig(**cfg)
+        self.cfg = SynthConfig.from_dict(cfg)
         self.key = key
         self.retry_failed = retry_failed
         self.counts = {"units": 0, "done": 0, "cached": 0, "skipped": 0, "failed": 0, "samples": 0,
@@ -357,7 +361,7 @@ class SynthRun:
         spent = (await self._call("run_usage", self.run_id))["cost_usd"]
         self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
         await self.limiter.add_spent.remote(spent)
-        slots = asyncio.Semaphore(cfg.concurrency)
+        slots = asyncio.Semaphore(cfg.endpoint.concurrency)
         budget_hit = False
 
         async def one(i: int, u: Unit) -> None:
@@ -447,7 +451,7 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
     the run outlives the page or command that started it."""
     import uuid
 
-    from backend.synth_config import api_key
+    from backend.endpoint_config import api_key
     from backend.synthesize import estimate_run
 
     cfg.validate()
@@ -473,7 +477,7 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
             "done_before": len(units) - len(todo), "cached": len(cached), "estimate": estimate}
     if dry_run:
         return {"dry_run": True, **plan}
-    if cfg.generator == "openai" and not api_key() and not _is_local(cfg.base_url):
+    if cfg.generator == "openai" and not api_key() and not _is_local(cfg.endpoint.base_url):
         raise ValueError("no API key: set DOCTUNE_API_KEY (or DEEPSEEK_API_KEY / OPENAI_API_KEY), "
                          "or use --generator heuristic")
     if run_id is None:
