@@ -7,11 +7,11 @@ or sent to the browser: the key stays in the environment of the process that sta
 import pandas as pd
 import streamlit as st
 
+from backend.synth_config import TASKS
 from dashboard.common import LIVE, client, failures_shown, fmt_ts, project_picker, run_picker, status_label
 
 st.title("Synthesis")
 dt = client()
-TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
 
 
 def config_form(project: str):
