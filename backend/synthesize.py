@@ -131,7 +131,8 @@ def cache_key(model: str, messages: list[dict], params: dict, index: int) -> str
 
 
 def request_params(cfg: SynthConfig) -> dict:
-    return {"temperature": cfg.temperature, "max_tokens": cfg.max_output_tokens, "json_mode": cfg.endpoint.json_mode}
+    return {"temperature": cfg.temperature, "max_tokens": cfg.max_output_tokens,
+            "json_mode": cfg.endpoint.json_mode}
 
 
 def wants_probe(chunk: dict, cfg: SynthConfig) -> bool:
