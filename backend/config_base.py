@@ -57,6 +57,10 @@ class Config:
         """This config's own checks, each with its fix (nested sections report theirs through `problems`)."""
         return []
 
+    def below_one(self, where: str, *names: str) -> list[str]:
+        """A problem for each named whole-number field below 1 (`where` is its section in the messages)."""
+        return [f"{where}.{name}={getattr(self, name)} must be at least 1" for name in names if getattr(self, name) < 1]
+
     def problems(self) -> list[str]:
         """Every problem of this config and of its nested sections; empty: it is valid."""
         out = self.own_problems()

@@ -51,8 +51,7 @@ class EndpointConfig(Config):
     """USD per million tokens per model, on top of data/prices.yaml: {"my-model": {"input": 0.1, "output": 0.2}}."""
 
     def own_problems(self) -> list[str]:
-        out = [f"endpoint.{name}={getattr(self, name)} must be at least 1"
-               for name in ("concurrency", "workers", "rpm", "tpm", "max_attempts") if getattr(self, name) < 1]
+        out = self.below_one("endpoint", "concurrency", "workers", "rpm", "tpm", "max_attempts")
         if self.rate_window_s <= 0:
             out.append("endpoint.rate_window_s must be positive (60 for per-minute limits)")
         if self.request_timeout_s <= 0:

@@ -41,8 +41,5 @@ class EvalConfig(Config):
         for name, n in self.limits.items():
             if not isinstance(n, int) or n < 1:
                 out.append(f"eval.limits[{name!r}]={n!r} must be a whole number of at least 1")
-        for name in ("max_new_tokens", "batch_size"):
-            if getattr(self, name) < 1:
-                out.append(f"eval.{name}={getattr(self, name)} must be at least 1")
-        return out
+        return out + self.below_one("eval", "max_new_tokens", "batch_size")
 

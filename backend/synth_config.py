@@ -86,9 +86,7 @@ class SynthConfig(Config):
             out.append("synth.task_mix needs non-negative weights and at least one above 0")
         if self.language not in LANGUAGES:
             out.append(f"synth.language={self.language!r}: use 'en' or 'zh'")
-        for name in ("tasks_per_chunk", "samples_per_request"):
-            if getattr(self, name) < 1:
-                out.append(f"synth.{name}={getattr(self, name)} must be at least 1")
+        out += self.below_one("synth", "tasks_per_chunk", "samples_per_request")
         if not 0 <= self.probe_share <= 1:
             out.append(f"synth.probe_share={self.probe_share} must be between 0 and 1 (0.25 is typical, 0 turns "
                        f"knowledge probes off)")

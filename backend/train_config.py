@@ -138,10 +138,8 @@ class TrainingSettings(Config):
             out.append(f"training.learning_rate={self.learning_rate} must be positive (2e-4 is typical for LoRA)")
         if self.lr_scheduler_type not in SCHEDULERS:
             out.append(f"training.lr_scheduler_type={self.lr_scheduler_type!r}: use one of {', '.join(SCHEDULERS)}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "eval_steps",
-                     "save_steps"):
-            if getattr(self, name) < 1:
-                out.append(f"training.{name}={getattr(self, name)} must be at least 1")
+        out += self.below_one("training", "per_device_train_batch_size", "gradient_accumulation_steps",
+                              "logging_steps", "eval_steps", "save_steps")
         if self.max_steps == 0 or self.max_steps < -1:
             out.append(f"training.max_steps={self.max_steps}: use a positive step count, or -1 to train by epochs")
         if self.max_steps == -1 and self.num_train_epochs <= 0:
