@@ -205,7 +205,8 @@ def _emit(args, data, human) -> None:
 
 
 def cmd_ingest(args) -> int:
-    from backend.config import ChunkConfig, ConfigError, IngestConfig
+    from backend.config_base import ConfigError
+    from backend.ingest_config import ChunkConfig, IngestConfig
 
     chunk = ChunkConfig(tokenizer=args.tokenizer)
     if args.max_tokens is not None:
@@ -307,22 +308,23 @@ def cmd_runs(args) -> int:
 
 
 def _synth_config(args):
+    from backend.config_base import set_field
     from backend.synth_config import SynthConfig
 
     cfg = SynthConfig.from_file(args.config) if args.config else SynthConfig()
-    for flag, name in (("generator", "generator"), ("base_url", "base_url"), ("model", "model"),
-                       ("concurrency", "concurrency"), ("rpm", "rpm"), ("tpm", "tpm"), ("language", "language"),
-                       ("max_chunks", "max_chunks"), ("max_cost", "max_cost_usd")):
+    for flag, name in (("generator", "generator"), ("base_url", "endpoint.base_url"), ("model", "endpoint.model"),
+                       ("concurrency", "endpoint.concurrency"), ("rpm", "endpoint.rpm"), ("tpm", "endpoint.tpm"),
+                       ("language", "language"), ("max_chunks", "max_chunks"), ("max_cost", "max_cost_usd")):
         value = getattr(args, flag, None)
         if value is not None:
-            setattr(cfg, name, value)
+            set_field(cfg, name, value)
     if args.config is None and getattr(args, "base_url", None) and getattr(args, "generator", None) is None:
         cfg.generator = "openai"  # an endpoint given on the command line means: use it
     return cfg
 
 
 def cmd_synth(args) -> int:
-    from backend.config import ConfigError
+    from backend.config_base import ConfigError
 
     try:
         cfg = _synth_config(args).validate()
@@ -373,12 +375,12 @@ def _print_synth(s: dict) -> None:
 def cmd_curate(args) -> int:
     import yaml
 
-    from backend.config import ConfigError
-    from backend.curate import CurateConfig
+    from backend.config_base import ConfigError
+    from backend.curate_config import CurateConfig
     from backend.synth_config import SynthConfig
     data = yaml.safe_load(open(args.config)) if args.config else {}
     try:
-        cfg = CurateConfig(**(data.get("curate") or {}))
+        cfg = CurateConfig.from_dict(data.get("curate") or {}, args.config)
         if args.judge_threshold is not None:
             cfg.judge_threshold = args.judge_threshold
         if args.near_dup_threshold is not None:
@@ -386,7 +388,8 @@ def cmd_curate(args) -> int:
         cfg.exec_check = cfg.exec_check or args.exec_check
         cfg.validate()
         # the judge is always an API endpoint: a `generator:` in the file is overridden, not a clash
-        judge = SynthConfig(**{**(data.get("synth") or {}), "generator": "openai"}).validate() if args.judge else None
+        judge = SynthConfig.from_dict({**(data.get("synth") or {}), "generator": "openai"}, args.config).validate() \
+            if args.judge else None
     except (ConfigError, TypeError) as exc:
         raise _UserError(str(exc)) from None
     client = _connect(args)
@@ -418,8 +421,14 @@ def cmd_datasets(args) -> int:
 def cmd_export(args) -> int:
     from pathlib import Path
 
+    from backend.config_base import ConfigError
     from backend.export import export_dataset
+    from backend.export_config import ExportConfig
 
+    try:
+        cfg = ExportConfig(format=args.format, out=args.out, system_prompt=args.system_prompt).validate()
+    except ConfigError as exc:
+        raise _UserError(str(exc)) from None
     client = _connect(args)
     version = args.dataset or client.store.latest_dataset(args.project)
     if version is None:
@@ -428,8 +437,8 @@ def cmd_export(args) -> int:
     if not rows:
         known = ", ".join(d["version"] for d in client.datasets(args.project))
         raise _UserError(f"no dataset version '{version}' in project '{args.project}' (versions: {known})")
-    paths = export_dataset(rows, args.format, Path(args.out), f"{args.project}_{version}",
-                           system_prompt=args.system_prompt)
+    paths = export_dataset(cfg.chosen(rows), cfg.format, Path(cfg.out), f"{args.project}_{version}",
+                           system_prompt=cfg.system_prompt)
     _emit(args, {"version": version, "format": args.format, "files": [str(p) for p in paths]},
           lambda d: print(f"exported {args.project} {version} as {args.format}:\n" + "\n".join(
               f"  {p}" for p in d["files"])))
@@ -459,7 +468,8 @@ def _train_config(args, gpu: bool):
 def cmd_train(args) -> int:
     import ray
 
-    from backend.config import ConfigError, resolve_home
+    from backend.config import resolve_home
+    from backend.config_base import ConfigError
     from actors.runtime import start_local_cluster
 
     if args.resume is None and args.project is None:
@@ -550,25 +560,23 @@ def cmd_cancel(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from backend.config import ConfigError
+    from backend.config_base import ConfigError
+    from backend.eval_config import EvalConfig
     from backend.synth_config import SynthConfig
 
-    judge = None
-    if args.judge:
-        try:
-            judge = SynthConfig.from_file(args.config) if args.config else SynthConfig()
-            judge.generator = "openai"
-            if args.base_url:
-                judge.base_url = args.base_url
-            if args.model:
-                judge.model = args.model
-            judge.validate()
-        except ConfigError as exc:
-            raise _UserError(str(exc)) from None
+    cfg = EvalConfig(split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                     batch_size=args.batch_size, judge=args.judge)
+    try:
+        if args.judge and args.config:  # the judge's endpoint is a synthesis config's
+            cfg.endpoint = SynthConfig.from_file(args.config).endpoint
+        cfg.endpoint.base_url = args.base_url or cfg.endpoint.base_url
+        cfg.endpoint.model = args.model or cfg.endpoint.model
+        cfg.validate()
+    except ConfigError as exc:
+        raise _UserError(str(exc)) from None
     client = _connect(args)
     try:
-        result = client.evaluate(args.run, split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
-                                 batch_size=args.batch_size, judge_cfg=judge)
+        result = client.evaluate(args.run, cfg)
     except ValueError as exc:
         raise _UserError(str(exc)) from None
     _emit(args, eval_document(result), _print_eval)
@@ -666,7 +674,7 @@ def cmd_merge(args) -> int:
 
 
 def cmd_config(args) -> int:
-    from backend.config import ConfigError
+    from backend.config_base import ConfigError
 
     try:
         cfg = _train_config(args, gpu=False).validate()
@@ -708,8 +716,11 @@ def cmd_demo(args) -> int:
     """The whole pipeline on the bundled sample repository, each stage with its progress, then the dashboard."""
     import time
 
-    from backend.config import SAMPLE_REPO, IngestConfig, resolve_home
-    from backend.synth_config import SynthConfig, api_key
+    from backend.config import SAMPLE_REPO, resolve_home
+    from backend.endpoint_config import api_key
+    from backend.eval_config import EvalConfig
+    from backend.ingest_config import IngestConfig
+    from backend.synth_config import SynthConfig
     from actors.runtime import start_local_cluster
 
     started = time.monotonic()
@@ -731,7 +742,8 @@ def cmd_demo(args) -> int:
         _print_stats(stats)
     # the API when a key is set, else the offline generator: the demo needs neither network nor key
     cfg = SynthConfig(generator="openai" if api_key() else "heuristic")
-    cfg.base_url, cfg.model = args.base_url or cfg.base_url, args.model or cfg.model
+    cfg.endpoint.base_url = args.base_url or cfg.endpoint.base_url
+    cfg.endpoint.model = args.model or cfg.endpoint.model
     if cfg.generator == "heuristic":
         cfg.probe_share = 1.0  # probes cost nothing offline: ask about every chunk with a fact
     say(f"[2/4] synthesize with the {cfg.generator} generator ({cfg.model_name()}), then curate")
@@ -761,11 +773,11 @@ def cmd_demo(args) -> int:
     limits = None if gpu else DEMO_EVAL_LIMITS
     say("[4/4] evaluate base against tuned: held-out files, knowledge probes, general coding"
         + (" (at most " + ", ".join(f"{n} {s}" for s, n in limits.items()) + " prompts)" if limits else ""))
-    judge = cfg if cfg.generator == "openai" else None
+    eval_cfg = EvalConfig(limits=limits or {}, max_new_tokens=DEMO_MAX_NEW_TOKENS, batch_size=16,
+                          judge=cfg.generator == "openai", endpoint=cfg.endpoint)
     on_progress, close = _progress_bar("evaluating", args.json)
     try:
-        evaluated = client.evaluate(trained["run_id"], limits=limits, max_new_tokens=DEMO_MAX_NEW_TOKENS,
-                                    batch_size=16, judge_cfg=judge, on_progress=on_progress)
+        evaluated = client.evaluate(trained["run_id"], eval_cfg, on_progress=on_progress)
     finally:
         close()
     evaluated.setdefault("adapter_run", trained["run_id"])

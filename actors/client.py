@@ -6,7 +6,9 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from backend.config import IngestConfig, resolve_home
+from backend.config import resolve_home
+from backend.eval_config import EvalConfig
+from backend.ingest_config import IngestConfig
 from backend.run_status import ACTIVE, RunStatus
 from actors import runs
 from actors.runtime import init_ray
@@ -114,15 +116,13 @@ class DocTune:
         Raises:
             ValueError: not a synthesis run, or it has no dead letters.
         """
-        from dataclasses import fields
-
         from backend.synth_config import SynthConfig
 
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":
             raise ValueError(f"no synthesis run '{run_id}' (see `doctune runs`)")
-        known = {f.name for f in fields(SynthConfig)}
-        cfg = SynthConfig(**{k: v for k, v in run["config"].items() if k in known})
+        stored = {k: v for k, v in run["config"].items() if k != "fingerprint"}
+        cfg = SynthConfig.from_dict(stored, f"run {run_id}")
         return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
 
     def synth_progress(self, run_id: str) -> dict:
@@ -252,21 +252,19 @@ class DocTune:
         return start_merge_run(self, run_id, out, dtype, gguf)
 
     # ---- evaluation --------------------------------------------------------------------------
-    def evaluate(self, adapter_run: str, *, split: str = "test", limit: int | None = None,
-                 limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                 judge_cfg=None, on_progress: Callable[[dict], None] | None = None, wait: bool = True) -> dict:
+    def evaluate(self, adapter_run: str, cfg: EvalConfig | None = None, *,
+                 on_progress: Callable[[dict], None] | None = None, wait: bool = True) -> dict:
         """Base against tuned for a completed training run, on its held-out split, the knowledge probes of what
-        it trained on, and the retention set (`limit`: prompts per set; `limits`: per set); then the pairwise
-        judge where `judge_cfg` names one. Without `wait`, returns once the run's actor is started.
+        it trained on, and the retention set; then the pairwise judge when `cfg.judge` is on. Without `wait`,
+        returns once the run's actor is started.
 
         Raises:
-            ValueError: not a completed training run, or no samples in `split`.
+            ValueError: not a completed training run, or no samples in the split.
+            ConfigError: the config has problems (each with its fix).
         """
         from actors.eval_run import start_eval_run
 
-        return start_eval_run(self, adapter_run, split=split, limit=limit, limits=limits,
-                              max_new_tokens=max_new_tokens, batch_size=batch_size, judge_cfg=judge_cfg,
-                              on_progress=on_progress, wait=wait)
+        return start_eval_run(self, adapter_run, cfg or EvalConfig(), on_progress=on_progress, wait=wait)
 
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)

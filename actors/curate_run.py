@@ -13,9 +13,11 @@ from pathlib import Path
 
 import ray
 
-from backend.curate import CurateConfig, curate, exec_check
+from backend.curate import curate, exec_check
+from backend.curate_config import CurateConfig
 from backend.run_status import RunStatus, new_run_id
-from backend.synth_config import Secret, SynthConfig, api_key
+from backend.endpoint_config import Secret, api_key
+from backend.synth_config import SynthConfig
 from backend.synthesize import load_template, parse_judgement, render_judge_messages
 from actors import runs
 from actors.llm_pool import generator_pool
@@ -51,7 +53,7 @@ def judge_scores(store: StoreClient, project: str, samples: list[dict], judge_cf
     for r in results:
         if r["score"] is not None:
             scores[r["sample_id"]] = r["score"]
-        judged.append({"sample_id": r["sample_id"], "model": judge_cfg.model, "score": r["score"],
+        judged.append({"sample_id": r["sample_id"], "model": judge_cfg.endpoint.model, "score": r["score"],
                        "reason": r["reason"], "cache_key": r["cache_key"]})
     store.record_synth_batch(run_id, [r["response"] for r in results if r["response"]],
                              [dict(a, chunk_id=None, task="judge", cache_key=r["cache_key"], attempt=n)
@@ -88,7 +90,7 @@ def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: Curat
         return None
     stats = dict(result.stats, dropped=len(result.dropped))
     return store.create_dataset(project, result.kept, source_runs=run_ids, config=asdict(cfg), stats=stats,
-                                note="judged by " + judge_with.model if judge_with is not None else None)
+                                note="judged by " + judge_with.endpoint.model if judge_with is not None else None)
 
 
 @ray.remote
@@ -138,7 +140,7 @@ def start_curate_run(client, project: str, source_runs: list[str], cfg: CurateCo
     cfg = (cfg or CurateConfig()).validate()
     run_id = new_run_id("curate")
     client.store.create_run(run_id, "curate", project, {
-        "source_runs": source_runs, "curate": asdict(cfg), "judge_model": judge_with.model if judge_with else None})
+        "source_runs": source_runs, "curate": asdict(cfg), "judge_model": judge_with.endpoint.model if judge_with else None})
     client.store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(CurateRun, run_id, str(client.home), run_id, project, source_runs, cfg, judge_with,
                          Secret(api_key()))

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import ray
 
+from backend.endpoint_config import Secret, api_key
+from backend.eval_config import EvalConfig
 from backend.evaluate import combine_pairwise, win_rate
 from backend.run_status import RunStatus, new_run_id
-from backend.synth_config import Secret, api_key
+from backend.synth_config import SynthConfig
 from backend.synthesize import load_template, parse_pairwise, render_pairwise_messages
 from actors import runs
 from actors.llm_pool import generator_pool
@@ -38,14 +40,12 @@ class EvalRun:
     - `retention`: general coding prompts — did it keep what it knew?
     """
 
-    def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, split: str,
-                 limit: int | None, max_new_tokens: int, batch_size: int, limits: dict[str, int] | None = None,
-                 judge_cfg=None, key: Secret | None = None):
+    def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, cfg: EvalConfig,
+                 key: Secret):
         self.home, self.run_id, self.adapter_run = Path(home), run_id, adapter_run
-        self.project, self.version, self.split, self.limit = project, version, split, limit
-        self.limits = limits or {}
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.judge_cfg, self.key = judge_cfg, key or Secret(None)
+        self.project, self.version, self.cfg, self.key = project, version, cfg, key
+        # the judge's requests are shaped like synthesis requests (temperature, max tokens) to its endpoint
+        self.judge_cfg = SynthConfig(generator="openai", endpoint=cfg.endpoint) if cfg.judge else None
         self.store = StoreClient(self.home)
         self.stop = threading.Event()
         self.progress_state = {"status": RunStatus.QUEUED, "done": 0, "total": 0}
@@ -63,9 +63,10 @@ class EvalRun:
         self.store.update_run(self.run_id, status=RunStatus.RUNNING)
         train = self.store.run(self.adapter_run)
         adapter = Path(train["summary"]["adapter"])
-        sets = eval_sets(self.store.dataset_rows(self.project, self.version), train["config"]["train"], self.split,
-                         self.limit, self.limits)
-        retention = load_retention_set()[: self.limits.get(RETENTION_SET, self.limit)]
+        cfg = self.cfg
+        sets = eval_sets(self.store.dataset_rows(self.project, self.version), train["config"]["train"], cfg.split,
+                         cfg.limit, cfg.limits)
+        retention = load_retention_set()[: cfg.limits.get(RETENTION_SET, cfg.limit)]
         for r in retention:
             r.setdefault("sample_id", r["id"])
         sets[RETENTION_SET] = retention
@@ -76,7 +77,7 @@ class EvalRun:
             base_path = resolve_model_path(train["config"]["train"]["model"]["name_or_path"], home=self.home)
             model, tokenizer = load_for_eval(adapter, base_model_path=base_path)
             self.progress_state["total"] = 2 * sum(len(rows) for rows in sets.values())
-            summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": self.split,
+            summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": cfg.split,
                        "sets": list(sets), "identifiers": len(index.names)}
             for eval_set, set_rows in sets.items():
                 if self.stop.is_set():
@@ -108,10 +109,11 @@ class EvalRun:
         prompts = [prompt_messages(r) for r in rows]
         outputs = {}
         for adapter in (False, True):
-            outputs[adapter] = generate(model, tokenizer, prompts, adapter=adapter, batch_size=self.batch_size,
-                                        max_new_tokens=self.max_new_tokens)
+            outputs[adapter] = generate(model, tokenizer, prompts, adapter=adapter, batch_size=self.cfg.batch_size,
+                                        max_new_tokens=self.cfg.max_new_tokens)
             self.progress_state["done"] += len(rows)
-        losses = {adapter: completion_losses(model, tokenizer, rows, adapter=adapter, batch_size=self.batch_size)
+        losses = {adapter: completion_losses(model, tokenizer, rows, adapter=adapter,
+                                                    batch_size=self.cfg.batch_size)
                   for adapter in (False, True)}
         passes = self._pass_rates(rows, outputs)
         results = []
@@ -189,13 +191,10 @@ def _statistics(results: list[dict]) -> dict:
     return stats
 
 
-def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int | None = None,
-                   limits: dict[str, int] | None = None, max_new_tokens: int = 128, batch_size: int = 8,
-                   judge_cfg=None, on_progress=None, wait: bool = True) -> dict:
-    """Evaluate a completed training run's adapter against its base; optionally judge the pairs.
-
-    `limit` cuts every set to its first N prompts (by sample id); `limits` sets it per set (`test`, `probe`,
-    `retention`). Without `wait`, returns once the run's actor is started."""
+def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None, wait: bool = True) -> dict:
+    """Evaluate a completed training run's adapter against its base; optionally judge the pairs. Without `wait`,
+    returns once the run's actor is started."""
+    cfg.validate()
     store = client.store
     train = store.run(adapter_run)
     if train is None or train["kind"] != "train":
@@ -203,16 +202,15 @@ def start_eval_run(client, adapter_run: str, *, split: str = "test", limit: int 
     if train["status"] != RunStatus.COMPLETED or not train["summary"].get("adapter"):
         raise ValueError(f"run {adapter_run} is {train['status']} and has no adapter; evaluate a completed run")
     project, version = train["project"], train["config"]["dataset"]
-    if not any(r["split"] == split for r in store.dataset_rows(project, version)):
-        raise ValueError(f"dataset {version} of project '{project}' has no '{split}' samples")
+    if not any(r["split"] == cfg.split for r in store.dataset_rows(project, version)):
+        raise ValueError(f"dataset {version} of project '{project}' has no '{cfg.split}' samples")
     run_id = new_run_id("eval")
-    store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": split,
-                                               "limit": limit, "limits": limits, "max_new_tokens": max_new_tokens,
-                                               "greedy": True})
+    store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": cfg.split,
+                                               "limit": cfg.limit, "limits": cfg.limits,
+                                               "max_new_tokens": cfg.max_new_tokens, "greedy": True})
     store.update_run(run_id, status=RunStatus.QUEUED)
-    handle = runs.launch(EvalRun, run_id, str(client.home), run_id, adapter_run, project, version, split, limit,
-                         max_new_tokens, batch_size, limits, judge_cfg, Secret(api_key()),
-                         resources=runs.model_resources())
+    handle = runs.launch(EvalRun, run_id, str(client.home), run_id, adapter_run, project, version, cfg,
+                         Secret(api_key()), resources=runs.model_resources())
     if not wait:
         return {"run_id": run_id, "status": RunStatus.QUEUED.value, "detached": True}
     return runs.watch(handle, on_progress)
@@ -261,7 +259,7 @@ def judge_pairs(store: StoreClient, run_id: str, project: str, judge_cfg, key: S
         verdicts[(r["eval_set"], r["sample_id"])] = (outcome, {"base_first": w_ab, "tuned_first": w_ba})
         by_set.setdefault(r["eval_set"], []).append(outcome)
     store.set_eval_judgements(run_id, verdicts)
-    return {"model": judge_cfg.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
+    return {"model": judge_cfg.endpoint.model, "sets": {s: win_rate(o) for s, o in by_set.items()},
             "unjudged": len(requests) - len(verdicts)}
 
 

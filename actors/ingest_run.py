@@ -17,7 +17,7 @@ from typing import Callable
 import ray
 
 from backend.chunk import FileItem, chunk_files, chunker_fingerprint
-from backend.config import ChunkConfig, IngestConfig
+from backend.ingest_config import ChunkConfig, IngestConfig
 from backend.ingest import batch_items, check_root, plan_ingest, skipped_table
 from backend.run_status import RunStatus, new_run_id
 from actors import runs

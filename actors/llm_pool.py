@@ -12,7 +12,8 @@ import ray
 from backend.llm_request import (AuthFailed, BudgetExhausted, RequestFailed, RequestPolicy, RetryingRequester,
                                  openai_complete)
 from backend.ratelimit import RateLimiter
-from backend.synth_config import Secret, SynthConfig
+from backend.endpoint_config import Secret
+from backend.synth_config import SynthConfig
 from backend.synthesize import (ParseError, Unit, build_samples, estimate_tokens, heuristic_response,
                                 parse_judgement, parse_pairwise, parse_samples)
 
@@ -76,13 +77,13 @@ class GeneratorWorker:
     Three verbs, one per caller: `run_unit` (synthesis), `judge` (curation), `pairwise` (evaluation)."""
 
     def __init__(self, cfg: dict, key: Secret, limiter, project: str, run_id: str):
-        self.cfg = SynthConfig(**cfg)
+        self.cfg = SynthConfig.from_dict(cfg)
         self.project = project
         self.run_id = run_id
         self.requester = None
         if self.cfg.generator == "openai":
             policy = RequestPolicy.from_config(self.cfg)
-            self.requester = RetryingRequester(openai_complete(self.cfg.base_url, key.reveal(), policy),
+            self.requester = RetryingRequester(openai_complete(self.cfg.endpoint.base_url, key.reveal(), policy),
                                                _LimiterGate(limiter), policy)
 
     async def run_unit(self, unit: dict) -> dict:
@@ -144,7 +145,9 @@ class GeneratorWorker:
 
 def generator_pool(cfg: SynthConfig, key: Secret, project: str, run_id: str) -> tuple:
     """(limiter, generator actors) for one run: every request of the run goes through that one limiter."""
-    limiter = Limiter.remote(cfg.rpm, cfg.tpm, cfg.concurrency, cfg.rate_window_s, cfg.max_cost_usd)
-    workers = [GeneratorWorker.options(max_concurrency=max(2, cfg.concurrency)).remote(
-        cfg.to_dict(), key, limiter, project, run_id) for _ in range(cfg.workers)]
+    endpoint = cfg.endpoint
+    limiter = Limiter.remote(endpoint.rpm, endpoint.tpm, endpoint.concurrency, endpoint.rate_window_s,
+                             cfg.max_cost_usd)
+    workers = [GeneratorWorker.options(max_concurrency=max(2, endpoint.concurrency)).remote(
+        cfg.to_dict(), key, limiter, project, run_id) for _ in range(endpoint.workers)]
     return limiter, workers

@@ -23,7 +23,8 @@ from pathlib import Path
 import ray
 
 from backend.run_status import RunStatus, new_run_id
-from backend.synth_config import Secret, SynthConfig, api_key
+from backend.endpoint_config import Secret, api_key
+from backend.synth_config import SynthConfig
 from backend.synthesize import Unit, build_samples, estimate_run, parse_samples, plan_units
 from actors import runs
 from actors.curate_run import curate_runs
@@ -45,7 +46,7 @@ class SynthRun:
         self.store = StoreClient(Path(home))
         self.plan, self.curate_cfg = plan, curate_cfg
         self.run_id, self.project, self.cfg_dict = run_id, project, cfg
-        self.cfg = SynthConfig(**cfg)
+        self.cfg = SynthConfig.from_dict(cfg)
         self.key = key
         self.retry_failed = retry_failed
         self.counts = {"units": 0, "done": 0, "cached": 0, "skipped": 0, "failed": 0, "samples": 0,
@@ -153,7 +154,7 @@ class SynthRun:
         spent = (await self.store.actor.run_usage.remote(self.run_id))["cost_usd"]
         self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
         await self.limiter.add_spent.remote(spent)
-        slots = asyncio.Semaphore(cfg.concurrency)
+        slots = asyncio.Semaphore(cfg.endpoint.concurrency)
         budget_hit = False
 
         async def one(i: int, u: Unit) -> None:
@@ -264,7 +265,7 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
             "done_before": len(units) - len(todo), "cached": len(cached), "estimate": estimate}
     if dry_run:
         return {"dry_run": True, **plan}
-    if cfg.generator == "openai" and not api_key() and not _is_local(cfg.base_url):
+    if cfg.generator == "openai" and not api_key() and not _is_local(cfg.endpoint.base_url):
         raise ValueError("no API key: set DOCTUNE_API_KEY (or DEEPSEEK_API_KEY / OPENAI_API_KEY), "
                          "or use --generator heuristic")
     if run_id is None:

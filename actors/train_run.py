@@ -154,7 +154,7 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
         ConfigError: invalid config, a GPU-only preset on a cluster without a GPU, a model not on
             this machine, or a sequence length above the model's.
     """
-    from backend.config import ConfigError
+    from backend.config_base import ConfigError
     from backend.train import _check_model, resolve_model_path
 
     store = client.store

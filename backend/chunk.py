@@ -20,7 +20,7 @@ from functools import lru_cache
 
 import pyarrow as pa
 
-from backend.config import ChunkConfig
+from backend.ingest_config import ChunkConfig
 from backend.readers import ReadError, Section, read_sections
 from backend.tokens import TokenCounter, token_counter
 

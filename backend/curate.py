@@ -1,7 +1,7 @@
 """Curation: generated samples → a clean, deduplicated dataset split by source file.
 
-A sample is a dict with `sample_id, project, run_id, chunk_id, path, start_line, end_line, task
-(qa|codegen|explain|completion|multiturn|facts|probe), language (en|zh), instruction, input, output, messages
+A sample is a dict with `sample_id, project, run_id, chunk_id, path, start_line, end_line, task (one of
+backend.synth_config.TASKS, or probe), language (one of its LANGUAGES), instruction, input, output, messages
 (list of {"role", "content"} or None), generator, template_version, fact`; other keys ride along untouched.
 
 `curate` runs, in this order: validation → judge threshold → execution results → exact dedup →
@@ -22,98 +22,22 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from backend.config import ConfigError
+from backend.curate_config import PROBE_SPLIT, CurateConfig
 from backend.sandbox import extract_python_blocks, python_syntax_errors, run_python
 from backend.synth_config import PROBE_TASK
 
-LANGUAGES = ("en", "zh")
-PROBE_SPLIT = "probe"
-"""The split of knowledge probes: questions about the train split's files, never trained on."""
 SHINGLE_WORDS = 5
 """Words per shingle for near-duplicate detection."""
 
 # exec statuses (from `backend.sandbox`) that drop a sample; "error" (the sandbox could not run)
 # and "no_code" are not the sample's fault and keep it
 EXEC_FAILED = {"fail", "timeout", "memory"}
-
-_SPLIT_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-
-
-@dataclass
-class CurateConfig:
-    """What a sample must satisfy to be kept, how duplicates are found and how the rest is split."""
-
-    min_instruction_chars: int = 10
-    """Instructions shorter than this (stripped) are dropped as `instruction_too_short`."""
-    min_output_chars: int = 20
-    """Outputs shorter than this (stripped) are dropped as `output_too_short`."""
-    max_output_chars: int = 8000
-    """Outputs longer than this are dropped as `output_too_long` (usually a runaway generation)."""
-    require_python_parses: bool = True
-    """Drop a sample whose answer holds a Python block that `ast.parse` rejects (`python_syntax_error`)."""
-    judge_threshold: float | None = None
-    """Drop samples whose LLM-judge score (1-10) is below this. None: scores are recorded, never used
-    to drop. A sample without a score is kept."""
-    near_dup_threshold: float = 0.85
-    """Jaccard similarity of word 5-shingles at or above which two samples are near-duplicates.
-    Lower: more aggressive dedup (0.7 also catches paraphrases of one template)."""
-    num_perm: int = 64
-    """MinHash permutations. More: fewer missed near-duplicates, slower. Candidates are always
-    confirmed by exact Jaccard, so this never causes a false drop."""
-    splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
-    """Split name → fraction of samples (they must sum to 1). Whole source files are assigned, so the
-    sample fractions are approximate."""
-    seed: int = 13
-    """Seed of the MinHash permutations and of the file order that decides splits."""
-    exec_check: bool = False
-    """Run each sample's Python blocks in the sandbox (`exec_check`) and drop those that fail, time out
-    or run out of memory. Off by default: it costs a process per sample."""
-    exec_timeout_s: float = 10
-    """Wall-clock limit of one sample's execution check."""
-
-    def problems(self) -> list[str]:
-        out = []
-        for name in ("min_instruction_chars", "min_output_chars"):
-            if getattr(self, name) < 0:
-                out.append(f"curate.{name}={getattr(self, name)} must be >= 0")
-        if self.max_output_chars <= max(self.min_output_chars, 0):
-            out.append(f"curate.max_output_chars={self.max_output_chars} must be above min_output_chars "
-                       f"({self.min_output_chars}); 8000 is typical")
-        if self.judge_threshold is not None and not 1 <= self.judge_threshold <= 10:
-            out.append(f"curate.judge_threshold={self.judge_threshold} must be between 1 and 10 "
-                       f"(judge scores are 1-10), or None to keep every score")
-        if not 0 < self.near_dup_threshold <= 1:
-            out.append(f"curate.near_dup_threshold={self.near_dup_threshold} must be in (0, 1]; 0.85 is typical")
-        if not 8 <= self.num_perm <= 1024:
-            out.append(f"curate.num_perm={self.num_perm} must be between 8 and 1024; 64 is typical")
-        if not self.splits:
-            out.append('curate.splits is empty; use e.g. {"train": 0.8, "val": 0.1, "test": 0.1}')
-        if PROBE_SPLIT in self.splits:
-            out.append(f"curate.splits names '{PROBE_SPLIT}', which is reserved for knowledge probes; rename it")
-        for name, frac in self.splits.items():
-            if not _SPLIT_NAME.match(str(name)):
-                out.append(f"curate.splits name {name!r} must be letters, digits, '_' or '-' (it names a file)")
-            if not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
-                out.append(f"curate.splits[{name!r}]={frac} must be a fraction between 0 and 1")
-        fracs = [f for f in self.splits.values() if isinstance(f, (int, float))]
-        if self.splits and not math.isclose(sum(fracs), 1.0, abs_tol=1e-6):
-            out.append(f"curate.splits fractions sum to {sum(fracs):g}; they must sum to 1")
-        if self.exec_timeout_s <= 0:
-            out.append(f"curate.exec_timeout_s={self.exec_timeout_s} must be positive; 10 is typical")
-        return out
-
-    def validate(self) -> "CurateConfig":
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems)
-        return self
 
 
 @dataclass

@@ -31,7 +31,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FORMATS = ("alpaca", "sharegpt", "openai", "parquet")
+from backend.export_config import FORMATS
+
 SPLIT_ORDER = ("train", "val", "test", "probe")
 PROVENANCE_KEYS = ("sample_id", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
                    "template_version", "task", "fact")

@@ -22,7 +22,7 @@ from typing import Iterator
 import pathspec
 
 from backend.chunk import FileItem
-from backend.config import GENERATED, IngestConfig
+from backend.ingest_config import GENERATED, IngestConfig
 from backend.readers import classify
 
 

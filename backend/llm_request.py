@@ -67,11 +67,12 @@ class RequestPolicy:
 
     @classmethod
     def from_config(cls, cfg) -> "RequestPolicy":
-        """The policy of a synthesis/judge config (`SynthConfig`)."""
-        return cls(model=cfg.model, temperature=cfg.temperature, max_output_tokens=cfg.max_output_tokens,
-                   expected_output_tokens=expected_output_tokens(cfg), request_timeout_s=cfg.request_timeout_s,
-                   max_attempts=cfg.max_attempts, backoff_base_s=cfg.backoff_base_s,
-                   backoff_max_s=cfg.backoff_max_s, price=cfg.price(), json_mode=cfg.json_mode)
+        """The policy of a synthesis/judge config (`SynthConfig`): its endpoint's limits, its generation settings."""
+        e = cfg.endpoint
+        return cls(model=e.model, temperature=cfg.temperature, max_output_tokens=cfg.max_output_tokens,
+                   expected_output_tokens=expected_output_tokens(cfg), request_timeout_s=e.request_timeout_s,
+                   max_attempts=e.max_attempts, backoff_base_s=e.backoff_base_s, backoff_max_s=e.backoff_max_s,
+                   price=cfg.price(), json_mode=e.json_mode)
 
 
 Complete = Callable[..., Awaitable[Any]]

@@ -131,7 +131,8 @@ def cache_key(model: str, messages: list[dict], params: dict, index: int) -> str
 
 
 def request_params(cfg: SynthConfig) -> dict:
-    return {"temperature": cfg.temperature, "max_tokens": cfg.max_output_tokens, "json_mode": cfg.json_mode}
+    return {"temperature": cfg.temperature, "max_tokens": cfg.max_output_tokens,
+            "json_mode": cfg.endpoint.json_mode}
 
 
 def wants_probe(chunk: dict, cfg: SynthConfig) -> bool:
@@ -355,7 +356,7 @@ def render_judge_messages(template: PromptTemplate, sample: dict, project: str, 
     values = {"project": project, "sample": sample_text(sample)}
     messages = [{"role": "system", "content": Template(template.system).safe_substitute(values)},
                 {"role": "user", "content": Template(template.user).safe_substitute(values)}]
-    return messages, cache_key(cfg.model, messages, request_params(cfg), 0)
+    return messages, cache_key(cfg.endpoint.model, messages, request_params(cfg), 0)
 
 
 def parse_pairwise(content: str) -> tuple[str, str]:
@@ -378,7 +379,7 @@ def render_pairwise_messages(template: PromptTemplate, question: str, reference:
     values = {"project": project, "question": question, "reference": reference, "a": a, "b": b}
     messages = [{"role": "system", "content": Template(template.system).safe_substitute(values)},
                 {"role": "user", "content": Template(template.user).safe_substitute(values)}]
-    return messages, cache_key(cfg.model, messages, request_params(cfg), 0)
+    return messages, cache_key(cfg.endpoint.model, messages, request_params(cfg), 0)
 
 
 def build_samples(unit: Unit, items: list[dict], *, project: str, run_id: str, generator: str,

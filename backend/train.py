@@ -32,7 +32,8 @@ from typing import Any, Protocol, TypeVar
 import psutil
 import torch
 
-from backend.config import REPO_ROOT, ConfigError
+from backend.config import REPO_ROOT
+from backend.config_base import ConfigError
 from backend.export import conversation
 from backend.train_config import DataSettings, TrainConfig, resolve_for_hardware
 

@@ -9,12 +9,13 @@ Loading a config imports neither torch nor transformers, so `doctune --help` sta
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
-from backend.config import REPO_ROOT, ConfigError
+from backend.config import REPO_ROOT
+from backend.config_base import Config, ConfigError
 
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
 TINY_MODEL = "tiny"
@@ -33,7 +34,7 @@ SCHEDULERS = ("linear", "cosine", "cosine_with_restarts", "cosine_with_min_lr", 
 
 
 @dataclass
-class ModelSettings:
+class ModelSettings(Config):
     """The base model and how it is loaded."""
 
     name_or_path: str = "Qwen/Qwen2.5-3B"
@@ -49,7 +50,7 @@ class ModelSettings:
     requires_gpu: bool = True
     """Refuse to start without CUDA (a 3B model on CPU would take days); `smol` is the CPU preset."""
 
-    def problems(self) -> list[str]:
+    def own_problems(self) -> list[str]:
         out = []
         if not self.name_or_path.strip():
             out.append("model.name_or_path is empty; name a local folder, a cached hub model, or `tiny`")
@@ -61,7 +62,7 @@ class ModelSettings:
 
 
 @dataclass
-class LoraSettings:
+class LoraSettings(Config):
     """The low-rank adapter trained on top of the frozen base model."""
 
     r: int = 16
@@ -75,7 +76,7 @@ class LoraSettings:
     bias: str = "none"
     """Train biases too: `none` (adapter only, the usual), `lora_only`, `all`."""
 
-    def problems(self) -> list[str]:
+    def own_problems(self) -> list[str]:
         out = []
         if self.r < 1:
             out.append(f"lora.r={self.r} must be at least 1 (8-64 is typical)")
@@ -93,7 +94,7 @@ class LoraSettings:
 
 
 @dataclass
-class TrainingSettings:
+class TrainingSettings(Config):
     """The optimisation schedule, logging and checkpoints."""
 
     learning_rate: float = 2e-4
@@ -106,11 +107,12 @@ class TrainingSettings:
     """Forward passes per optimiser step; effective batch = batch size x this. Doubled when the batch is halved."""
     num_train_epochs: float = 3
     """Passes over the train split. More: fits the repository closer, risks memorising it."""
-    max_steps: int = -1
+    max_steps: int = field(default=-1, metadata={"flag": "--max-steps"})
     """Stop after this many optimiser steps; -1 trains for `num_train_epochs`."""
     optim: str = "adamw_torch"
     """Optimiser. `adamw_torch` is plain AdamW; `adamw_8bit` (bitsandbytes, CUDA) saves ~75% of its state memory."""
     weight_decay: float = 0.01
+    """Decoupled weight decay of the adapter weights (AdamW's); 0.01 is typical, 0 turns it off."""
     warmup_ratio: float = 0.0
     """Share of the steps spent warming the learning rate up from 0 (0.03 is common)."""
     bf16: bool = True
@@ -130,16 +132,14 @@ class TrainingSettings:
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory for ~20-30% more time."""
 
-    def problems(self) -> list[str]:
+    def own_problems(self) -> list[str]:
         out = []
         if self.learning_rate <= 0:
             out.append(f"training.learning_rate={self.learning_rate} must be positive (2e-4 is typical for LoRA)")
         if self.lr_scheduler_type not in SCHEDULERS:
             out.append(f"training.lr_scheduler_type={self.lr_scheduler_type!r}: use one of {', '.join(SCHEDULERS)}")
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "eval_steps",
-                     "save_steps"):
-            if getattr(self, name) < 1:
-                out.append(f"training.{name}={getattr(self, name)} must be at least 1")
+        out += self.below_one("training", "per_device_train_batch_size", "gradient_accumulation_steps",
+                              "logging_steps", "eval_steps", "save_steps")
         if self.max_steps == 0 or self.max_steps < -1:
             out.append(f"training.max_steps={self.max_steps}: use a positive step count, or -1 to train by epochs")
         if self.max_steps == -1 and self.num_train_epochs <= 0:
@@ -158,7 +158,7 @@ class TrainingSettings:
 
 
 @dataclass
-class DataSettings:
+class DataSettings(Config):
     """Which of the dataset version's train samples a run trains on, and what is mixed in."""
 
     tasks: list[str] | None = None
@@ -176,7 +176,7 @@ class DataSettings:
     """Compute the eval loss on at most this many val samples (a seeded choice); null: all. On a CPU a pass over
     a full val split can cost as much as the training between two evaluations."""
 
-    def problems(self) -> list[str]:
+    def own_problems(self) -> list[str]:
         out = []
         if self.tasks is not None and (not isinstance(self.tasks, list) or not self.tasks):
             out.append(f"data.tasks={self.tasks!r} must be a non-empty list of task types, or null for all")
@@ -192,39 +192,31 @@ class DataSettings:
 
 
 @dataclass
-class TrainConfig:
-    """Everything a training run needs: `engine`, `model`, `lora`, `training`, and `data` (which samples)."""
+class TrainConfig(Config):
+    """Everything a training run needs: `engine`, `model`, `lora`, `training`, and `data` (which samples). A
+    `--config` YAML names a `preset:` and overrides parts of its sections; defaults are the seed preset's, and
+    `doctune config show` prints one resolved."""
 
-    preset: str | None = None
+    section = "train"
+
+    preset: str | None = field(default=None, metadata={"flag": "--preset"})
     """The preset this config started from (informational; `from_file` applies it)."""
     engine: str = "auto"
     """`unsloth` (fused kernels, ~2x faster and leaner; CUDA only), `hf` (transformers + peft, runs anywhere),
     or `auto`: unsloth when CUDA and unsloth are present, else hf."""
     model: ModelSettings = field(default_factory=ModelSettings)
+    """The base model and how it is loaded."""
     lora: LoraSettings = field(default_factory=LoraSettings)
+    """The adapter trained on top of the frozen base model."""
     training: TrainingSettings = field(default_factory=TrainingSettings)
+    """The optimisation schedule, logging and checkpoints."""
     data: DataSettings = field(default_factory=DataSettings)
+    """Which of the dataset version's train samples a run trains on, and what is mixed in."""
 
-    def problems(self) -> list[str]:
-        out = []
+    def own_problems(self) -> list[str]:
         if self.engine not in ENGINES:
-            out.append(f"engine={self.engine!r}: use one of {', '.join(ENGINES)}")
-        return out + self.model.problems() + self.lora.problems() + self.training.problems() + self.data.problems()
-
-    def validate(self) -> "TrainConfig":
-        problems = self.problems()
-        if problems:
-            raise ConfigError(problems)
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str = "config") -> "TrainConfig":
-        """A config from the defaults overlaid with `data` (top-level `engine`, partial `model`/`lora`/`training`/
-        `data` sections)."""
-        return _overlay(cls(), data, source)
+            return [f"engine={self.engine!r}: use one of {', '.join(ENGINES)}"]
+        return []
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":
@@ -235,38 +227,9 @@ class TrainConfig:
 
         Without `preset:` the file overrides the defaults (the seed setup). A `train:` section is also accepted.
         """
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        data = data.get("train", data)
-        preset = data.pop("preset", None)
-        base = load_preset(preset) if preset else cls()
-        return _overlay(base, data, str(path))
-
-
-_SECTIONS = {"model": ModelSettings, "lora": LoraSettings, "training": TrainingSettings, "data": DataSettings}
-
-
-def _overlay(base: TrainConfig, data: dict, source: str) -> TrainConfig:
-    """`base` with the keys of `data` replaced; every unknown key is reported at once."""
-    problems = []
-    unknown = set(data) - {"engine", "preset", *_SECTIONS}
-    if unknown:
-        problems.append(f"{source}: unknown top-level key(s) {sorted(unknown)}; known: preset, engine, "
-                        f"{', '.join(_SECTIONS)}")
-    sections = {}
-    for name, cls in _SECTIONS.items():
-        part = data.get(name) or {}
-        if not isinstance(part, dict):
-            problems.append(f"{source}: `{name}` must be a mapping of settings, got {type(part).__name__}")
-            continue
-        known = {f.name for f in fields(cls)}
-        bad = set(part) - known
-        if bad:
-            problems.append(f"{source}: unknown {name} setting(s) {sorted(bad)}; known: {', '.join(sorted(known))}")
-        sections[name] = replace(getattr(base, name), **{k: v for k, v in part.items() if k in known})
-    if problems:
-        raise ConfigError(problems)
-    top = {k: data[k] for k in ("engine", "preset") if k in data}
-    return replace(base, **top, **sections)
+        data = cls.section_of(yaml.safe_load(Path(path).read_text()) or {})
+        preset = data.get("preset") if isinstance(data, dict) else None
+        return cls.from_dict(data, str(path), base=load_preset(preset) if preset else None)
 
 
 def list_presets() -> list[str]:
@@ -284,8 +247,7 @@ def load_preset(name: str) -> TrainConfig:
     if not path.is_file():
         raise ConfigError([f"unknown preset {name!r}; known presets: {', '.join(list_presets())} "
                            f"(or add data/presets/{name}.yaml)"])
-    data = yaml.safe_load(path.read_text()) or {}
-    return replace(_overlay(TrainConfig(), data, str(path)), preset=name).validate()
+    return replace(TrainConfig.from_dict(yaml.safe_load(path.read_text()) or {}, str(path)), preset=name).validate()
 
 
 def resolve_for_hardware(cfg: TrainConfig, cuda: bool, bf16_supported: bool, unsloth_available: bool) -> TrainConfig:

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.chunk import chunk_files  # noqa: E402
-from backend.config import ChunkConfig, IngestConfig  # noqa: E402
+from backend.ingest_config import ChunkConfig, IngestConfig  # noqa: E402
 from backend.ingest import batch_items, plan_ingest  # noqa: E402
 from backend.tokens import token_counter  # noqa: E402
 

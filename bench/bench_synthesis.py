@@ -45,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from backend.config import SAMPLE_REPO  # noqa: E402
+from backend.endpoint_config import EndpointConfig  # noqa: E402
 from backend.synth_config import SynthConfig  # noqa: E402
 from backend.synthesize import plan_units  # noqa: E402
 from tests.fake_llm import FakeLLMServer  # noqa: E402
@@ -58,9 +59,10 @@ NAIVE_MAX_SLEEP_S = 10.0
 
 
 def synth_config(args, base_url: str, max_chunks: int | None) -> SynthConfig:
-    return SynthConfig(generator="openai", base_url=base_url, model=MODEL, rpm=args.rpm, rate_window_s=args.window,
-                       concurrency=args.concurrency, max_chunks=max_chunks, request_timeout_s=30.0,
-                       prices={MODEL: {"input": 0, "output": 0}})
+    endpoint = EndpointConfig(base_url=base_url, model=MODEL, rpm=args.rpm, rate_window_s=args.window,
+                              concurrency=args.concurrency, request_timeout_s=30.0,
+                              prices={MODEL: {"input": 0, "output": 0}})
+    return SynthConfig(generator="openai", endpoint=endpoint, max_chunks=max_chunks)
 
 
 def pick_units(chunks: list[dict], args):

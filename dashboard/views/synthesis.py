@@ -7,16 +7,17 @@ or sent to the browser: the key stays in the environment of the process that sta
 import pandas as pd
 import streamlit as st
 
+from backend.synth_config import TASKS
 from dashboard.common import LIVE, client, failures_shown, fmt_ts, project_picker, run_picker, status_label
 
 st.title("Synthesis")
 dt = client()
-TASKS = ("qa", "codegen", "explain", "completion", "multiturn")
 
 
 def config_form(project: str):
     """The form's settings as a SynthConfig, after an estimate; None until the estimate was asked for."""
-    from backend.synth_config import SynthConfig, api_key
+    from backend.endpoint_config import EndpointConfig, api_key
+    from backend.synth_config import SynthConfig
 
     defaults = SynthConfig()
     with st.form("synth-form"):
@@ -24,8 +25,8 @@ def config_form(project: str):
         generator = c[0].selectbox("Generator", ["heuristic", "openai"],
                                    help="openai: any OpenAI-compatible endpoint (DeepSeek V3 by default); "
                                         "heuristic: offline, no key")
-        base_url = c[1].text_input("Base URL (openai)", defaults.base_url)
-        model = c[2].text_input("Model (openai)", defaults.model)
+        base_url = c[1].text_input("Base URL (openai)", defaults.endpoint.base_url)
+        model = c[2].text_input("Model (openai)", defaults.endpoint.model)
         st.caption("API key: " + ("found in the dashboard's environment" if api_key() else
                                    "none set (DOCTUNE_API_KEY, DEEPSEEK_API_KEY or OPENAI_API_KEY); "
                                    "the heuristic generator needs none") + ". It is never shown here.")
@@ -40,17 +41,18 @@ def config_form(project: str):
         language = c[3].selectbox("Language", ["en", "zh"])
         st.markdown("**Limits and budget**")
         c = st.columns(4)
-        concurrency = c[0].number_input("Concurrency", 1, 512, defaults.concurrency)
-        rpm = c[1].number_input("Requests / minute", 1, 100_000, defaults.rpm)
-        tpm = c[2].number_input("Tokens / minute", 1, 100_000_000, defaults.tpm)
+        concurrency = c[0].number_input("Concurrency", 1, 512, defaults.endpoint.concurrency)
+        rpm = c[1].number_input("Requests / minute", 1, 100_000, defaults.endpoint.rpm)
+        tpm = c[2].number_input("Tokens / minute", 1, 100_000_000, defaults.endpoint.tpm)
         budget = c[3].number_input("Budget, USD (0: none)", 0.0, 100_000.0, 0.0, 0.5)
         new_run = st.checkbox("Start a new run even if an unfinished one has these settings", False)
         submitted = st.form_submit_button("Estimate cost")
     if submitted:
-        cfg = SynthConfig(generator=generator, base_url=base_url, model=model, task_mix=mix,
-                          tasks_per_chunk=int(tasks_per_chunk), samples_per_request=int(samples_per_request),
-                          max_chunks=int(max_chunks) or None, language=language, concurrency=int(concurrency),
-                          rpm=int(rpm), tpm=int(tpm), max_cost_usd=float(budget) or None)
+        endpoint = EndpointConfig(base_url=base_url, model=model, concurrency=int(concurrency), rpm=int(rpm),
+                                  tpm=int(tpm))
+        cfg = SynthConfig(generator=generator, endpoint=endpoint, task_mix=mix, tasks_per_chunk=int(tasks_per_chunk),
+                          samples_per_request=int(samples_per_request), max_chunks=int(max_chunks) or None,
+                          language=language, max_cost_usd=float(budget) or None)
         with failures_shown("The estimate"):
             plan = dt.synth(project, cfg, dry_run=True, new_run=new_run)
             st.session_state["synth-plan"] = {"project": project, "cfg": cfg, "plan": plan, "new_run": new_run}

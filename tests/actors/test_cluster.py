@@ -15,7 +15,7 @@ sys.path.insert(0, %(repo)r)
 import ray
 from ray.cluster_utils import Cluster
 from actors.client import DocTune
-from backend.config import IngestConfig
+from backend.ingest_config import IngestConfig
 
 cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
 cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")

@@ -2,6 +2,8 @@
 
 import pytest
 
+from backend.endpoint_config import EndpointConfig
+from backend.eval_config import EvalConfig
 from tests.fake_llm import FakeLLMServer
 from test_train_run import tiny
 
@@ -32,15 +34,12 @@ def fixed_answer_dataset(client, project="e", n=64):
 
 @pytest.mark.slow
 def test_tuned_beats_base_with_intervals_and_a_judge(client):
-    from backend.synth_config import SynthConfig
-
     fixed_answer_dataset(client)
     trained = client.train("e", tiny(max_steps=40, learning_rate=1e-2, eval_steps=100, save_steps=100))
     assert trained["status"] == "completed", trained.get("error")
     with FakeLLMServer() as server:
-        judge = SynthConfig(generator="openai", base_url=server.base_url, model="fake-model", concurrency=4,
-                            rpm=6000)
-        result = client.evaluate(trained["run_id"], limit=8, max_new_tokens=32, judge_cfg=judge)
+        judge = EndpointConfig(base_url=server.base_url, model="fake-model", concurrency=4, rpm=6000)
+        result = client.evaluate(trained["run_id"], EvalConfig(limit=8, max_new_tokens=32, judge=True, endpoint=judge))
         pairwise = server.stats()["pairwise"]
     assert result["status"] == "completed", result.get("error")
     test = result["test"]["metrics"]
@@ -89,16 +88,16 @@ def test_pass_rate_runs_outputs_against_the_repository_and_the_matrix_compares_a
     weak = client.train("c", tiny(max_steps=3, eval_steps=100, save_steps=100))
     for run in (strong, weak):
         assert run["status"] == "completed", run.get("error")
-    evaluated = client.evaluate(strong["run_id"], limit=6, max_new_tokens=40)
+    evaluated = client.evaluate(strong["run_id"], EvalConfig(limit=6, max_new_tokens=40))
     # every test prompt has an executable check; the 2-layer model rarely writes runnable code, so only the
     # mechanics are checked here (test_evaluate.py checks code_passes itself)
     passes = evaluated["test"]["metrics"]["pass_rate"]
     assert passes["n"] == 6 and passes["base"] == 0.0 and 0.0 <= passes["tuned"] <= 1.0
-    client.evaluate(weak["run_id"], limit=6, max_new_tokens=40)
+    client.evaluate(weak["run_id"], EvalConfig(limit=6, max_new_tokens=40))
     matrix = client.comparison_matrix([strong["run_id"], weak["run_id"]])
     assert list(matrix["table"]) == ["base", strong["run_id"], weak["run_id"]] and matrix["prompts"] == 6
     table = matrix["table"]
     assert table[strong["run_id"]]["rouge_l"] > table[weak["run_id"]]["rouge_l"] >= table["base"]["rouge_l"]
-    client.evaluate(weak["run_id"], limit=3, max_new_tokens=8)  # a different prompt set
+    client.evaluate(weak["run_id"], EvalConfig(limit=3, max_new_tokens=8))  # a different prompt set
     with pytest.raises(ValueError, match="different"):
         client.comparison_matrix([strong["run_id"], weak["run_id"]])

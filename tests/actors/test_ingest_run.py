@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-from backend.config import SAMPLE_REPO, IngestConfig
+from backend.config import SAMPLE_REPO
+from backend.ingest_config import IngestConfig
 from backend.ingest import IngestError
 from backend.store import StoreLockedError
 from conftest import REPO, write_tree

@@ -21,7 +21,7 @@ def openai_cfg(server, **kw) -> SynthConfig:
     base = dict(generator="openai", base_url=server.base_url, model="fake-model", max_chunks=12, concurrency=8,
                 request_timeout_s=2.0, backoff_base_s=0.05, backoff_max_s=0.2, max_attempts=4,
                 prices={"fake-model": {"input": 1.0, "output": 2.0}})
-    return SynthConfig(**(base | kw))
+    return SynthConfig.from_dict(base | kw)  # endpoint keys beside the others: the flat form
 
 
 def units_accounted(client, summary) -> None:
@@ -119,7 +119,7 @@ def test_auth_failure_stops_the_run_with_a_clear_error(sample_client, monkeypatc
 def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
     from dataclasses import replace
 
-    from backend.curate import CurateConfig
+    from backend.curate_config import CurateConfig
     from conftest import write_tree
 
     pages = {f"docs/p{i}.md": f"# Berth rule {i}\n\n" + f"Rule {i} says slots close early on day {i}. " * 12
@@ -145,7 +145,7 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
 
 
 def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
-    from backend.curate import CurateConfig
+    from backend.curate_config import CurateConfig
     from conftest import write_tree
 
     intro = "This page shows how the helper doubles numbers for the berth planner, step by step."

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from backend.config import ConfigError
+from backend.config_base import ConfigError
 from backend.train_config import load_preset
 from conftest import REPO
 

@@ -3,7 +3,9 @@ from pathlib import Path
 import pytest
 
 from backend.chunk import FileItem, chunk_files, chunk_sections, chunker_fingerprint
-from backend.config import SAMPLE_REPO, ChunkConfig, ConfigError, IngestConfig
+from backend.config import SAMPLE_REPO
+from backend.config_base import ConfigError
+from backend.ingest_config import ChunkConfig, IngestConfig
 from backend.readers import Section, read_sections
 from backend.tokens import TokenCounter, token_counter, train_bpe_tokenizer
 

@@ -3,9 +3,11 @@ import zlib
 
 import pytest
 
-from backend.config import SAMPLE_REPO, ConfigError
-from backend.curate import (CurateConfig, curate, exact_duplicates, exec_check, jaccard, leakage, lsh_params,
-                            near_duplicates, shingles, split_by_source, validate_sample)
+from backend.config import SAMPLE_REPO
+from backend.config_base import ConfigError
+from backend.curate import (curate, exact_duplicates, exec_check, jaccard, leakage, lsh_params, near_duplicates,
+                            shingles, split_by_source, validate_sample)
+from backend.curate_config import CurateConfig
 
 WORDS = ("berth window manifest carrier ledger yard slot dock door customs hold rate card lane quote "
          "container seal retry policy event audit freight terminal shipment booking schedule").split()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.config import IngestConfig
+from backend.ingest_config import IngestConfig
 from backend.ingest import Candidate, IngestError, Skipped, batch_items, plan_ingest, walk_repository
 from conftest import REPO, write_tree
 
@@ -114,7 +114,7 @@ def test_unreadable_file_and_folder_are_skipped_with_reason(tmp_path):
     (tmp_path / "secret.md").chmod(0o000)
     (tmp_path / "locked").chmod(0o000)
     code = ("import json, sys; sys.path.insert(0, %r)\n"
-            "from backend.ingest import plan_ingest\nfrom backend.config import IngestConfig\n"
+            "from backend.ingest import plan_ingest\nfrom backend.ingest_config import IngestConfig\n"
             "plan = plan_ingest(%r, IngestConfig(), {}, 'fp')\n"
             "print(json.dumps({'ok': [i.path for i in plan.to_chunk],"
             " 'skipped': {s.path: s.reason for s in plan.skipped}}))") % (str(REPO), str(tmp_path))

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from backend.curate import CurateConfig, curate, jaccard, leakage, sample_text, shingles
+from backend.curate import curate, jaccard, leakage, sample_text, shingles
+from backend.curate_config import CurateConfig
 from backend.evaluate import (api_hallucination, api_recall, fact_accuracy, knowledge_summary, score_output,
                               wrong_then_right)
 from backend.facts import extract_facts, fact_samples, probe_samples

@@ -6,7 +6,7 @@ import duckdb
 import pytest
 
 from backend.chunk import FileItem, chunk_files
-from backend.config import ChunkConfig
+from backend.ingest_config import ChunkConfig
 from backend.ingest import Skipped, skipped_table
 from backend.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreLockedError
 from conftest import REPO

@@ -4,6 +4,7 @@ import json
 import pytest
 
 from backend.ratelimit import RateLimiter
+from backend.endpoint_config import EndpointConfig
 from backend.synth_config import SynthConfig
 from backend.synthesize import (ParseError, choose_tasks, eligible_tasks, heuristic_response, parse_judgement,
                                 parse_samples, plan_units)
@@ -58,7 +59,7 @@ def test_units_have_stable_cache_keys_that_depend_on_model_and_prompt():
              "text": 'def f(x: int) -> int:\n    """Double x."""\n    return 2 * x'}
     a = plan_units([chunk], SynthConfig(generator="openai"), "p")
     b = plan_units([chunk], SynthConfig(generator="openai"), "p")
-    c = plan_units([chunk], SynthConfig(generator="openai", model="other"), "p")
+    c = plan_units([chunk], SynthConfig(generator="openai", endpoint=EndpointConfig(model="other")), "p")
     assert [u.cache_key for u in a] == [u.cache_key for u in b]
     assert {u.cache_key for u in a}.isdisjoint(u.cache_key for u in c)
     user = a[0].messages[1]["content"]

@@ -15,7 +15,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from backend.config import REPO_ROOT, ConfigError
+from backend.config import REPO_ROOT
+from backend.config_base import ConfigError
 from backend.tiny_model import ensure_tiny_model
 from backend.train import (
     _sft_config,

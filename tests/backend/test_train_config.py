@@ -9,7 +9,8 @@ from dataclasses import replace
 import pytest
 import yaml
 
-from backend.config import REPO_ROOT, ConfigError
+from backend.config import REPO_ROOT
+from backend.config_base import ConfigError
 from backend.train_config import (
     ALL_PROJECTIONS,
     PRESETS_DIR,

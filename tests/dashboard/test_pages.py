@@ -345,6 +345,13 @@ def test_synthesis_estimate_offers_to_start_without_starting(seeded):
     assert [r["run_id"] for r in client().runs(PROJECT) if r["kind"] == "synth"] == [SYNTH_RUN]
 
 
+def test_synthesis_form_weighs_every_task_type(seeded):
+    from backend.synth_config import TASKS, SynthConfig
+
+    at = open_page("synthesis")
+    assert {t: at.number_input(key=f"mix-{t}").value for t in TASKS} == SynthConfig().task_mix  # `facts` too
+
+
 def test_password_gate(seeded, monkeypatch):
     monkeypatch.setenv(PASSWORD_VARIABLE, "correct horse")
     at = AppTest.from_file(APP, default_timeout=TIMEOUT)

@@ -7,6 +7,7 @@ from collections import Counter
 import pytest
 
 from backend.config import SAMPLE_REPO
+from backend.endpoint_config import EndpointConfig
 from backend.synth_config import SynthConfig
 from tests.fake_llm import Faults, FakeLLMServer
 
@@ -34,9 +35,10 @@ def test_every_fault_at_once_then_retry_failed(sample_client, monkeypatch, repor
                     hang_s=3.0)
     with FakeLLMServer(latency_s=0.01, faults=faults, seed=3, api_key=KEY) as server:
         # 60 units: with 2 attempts and 35% failing answers, P(no unit dies) = (1 - 0.35**2)**60 < 0.001
-        cfg = SynthConfig(generator="openai", base_url=server.base_url, model="fake-model", max_chunks=30,
-                          concurrency=8, request_timeout_s=0.5, backoff_base_s=0.05, backoff_max_s=0.2, max_attempts=2,
-                          prices={"fake-model": {"input": 1.0, "output": 2.0}})
+        endpoint = EndpointConfig(base_url=server.base_url, model="fake-model", concurrency=8, request_timeout_s=0.5,
+                                  backoff_base_s=0.05, backoff_max_s=0.2, max_attempts=2,
+                                  prices={"fake-model": {"input": 1.0, "output": 2.0}})
+        cfg = SynthConfig(generator="openai", endpoint=endpoint, max_chunks=30)
         summary = sample_client.synth("s", cfg)
         assert summary["status"] == "completed"
         units_accounted(sample_client, summary)

@@ -1,0 +1,87 @@
+"""The OpenAI-compatible endpoint and its limits, shared by synthesis, the judge at curation and the pairwise
+judge at evaluation; the key lookup and `Secret`, which carries the key to the actors without showing it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import yaml
+
+from backend.config import REPO_ROOT
+from backend.config_base import Config
+
+PRICES_FILE = REPO_ROOT / "data" / "prices.yaml"
+# Environment variables that may hold the endpoint's key, in the order they are tried.
+KEY_VARIABLES = ("DOCTUNE_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY")
+
+
+@dataclass
+class EndpointConfig(Config):
+    """An OpenAI-compatible chat endpoint (DeepSeek, OpenAI, vLLM, Ollama) and your plan's limits on it. The key is
+    never a setting: it is read from `DOCTUNE_API_KEY`, else `DEEPSEEK_API_KEY`, else `OPENAI_API_KEY`."""
+
+    section = "endpoint"
+
+    base_url: str = field(default="https://api.deepseek.com/v1", metadata={"flag": "--base-url"})
+    """The endpoint's base URL (vLLM: http://127.0.0.1:8000/v1, Ollama: http://127.0.0.1:11434/v1)."""
+    model: str = field(default="deepseek-chat", metadata={"flag": "--model"})
+    """Model name as the endpoint knows it; `deepseek-chat` is DeepSeek V3."""
+    json_mode: bool = True
+    """Ask for `response_format={"type": "json_object"}`; turned off for the run if the endpoint refuses it."""
+    concurrency: int = field(default=16, metadata={"flag": "--concurrency"})
+    """Requests in flight at most (adaptive: halves on 429, grows back on success)."""
+    workers: int = 2
+    """Async generator actors sharing the one rate limiter."""
+    rpm: int = field(default=600, metadata={"flag": "--rpm"})
+    """Requests per minute allowed by your plan."""
+    tpm: int = field(default=1_000_000, metadata={"flag": "--tpm"})
+    """Tokens per minute (prompt + completion) allowed by your plan."""
+    rate_window_s: float = 60.0
+    """The provider's accounting window for rpm/tpm; the limiter admits rpm × window / 60 per window."""
+    request_timeout_s: float = 120.0
+    """Seconds to wait for one answer before the attempt counts as a timeout."""
+    max_attempts: int = 5
+    """Tries per request before its chunk goes to the dead letters (429s are waited out and not counted)."""
+    backoff_base_s: float = 1.0
+    """First wait after a failed attempt; it doubles with every further failure (with full jitter)."""
+    backoff_max_s: float = 60.0
+    """The longest wait between two attempts."""
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    """USD per million tokens per model, on top of data/prices.yaml: {"my-model": {"input": 0.1, "output": 0.2}}."""
+
+    def own_problems(self) -> list[str]:
+        out = self.below_one("endpoint", "concurrency", "workers", "rpm", "tpm", "max_attempts")
+        if self.rate_window_s <= 0:
+            out.append("endpoint.rate_window_s must be positive (60 for per-minute limits)")
+        if self.request_timeout_s <= 0:
+            out.append("endpoint.request_timeout_s must be positive")
+        return out
+
+    def price(self) -> dict[str, float] | None:
+        """USD per million input/output tokens for this model, or None when unknown."""
+        table = yaml.safe_load(PRICES_FILE.read_text()) | self.prices
+        return table.get(self.model)
+
+
+def api_key() -> str | None:
+    """The endpoint's key from the environment (never stored anywhere by DocTune)."""
+    for name in KEY_VARIABLES:
+        if os.environ.get(name):
+            return os.environ[name]
+    return None
+
+
+class Secret:
+    """An API key on its way to the generator actors: it never prints, and is never stored."""
+
+    def __init__(self, value: str | None):
+        self._value = value
+
+    def reveal(self) -> str | None:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret(None)"
+
+    __str__ = __repr__

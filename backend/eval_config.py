@@ -1,0 +1,45 @@
+"""Evaluation settings: which prompts base and tuned answer, how they generate, and the optional pairwise judge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.config_base import Config
+from backend.endpoint_config import EndpointConfig
+
+
+@dataclass
+class EvalConfig(Config):
+    """What `doctune eval` measures: base against tuned on the held-out split, on the knowledge probes of what the
+    run trained on, and on the retention set; optionally a pairwise LLM judge of every pair, in both orders."""
+
+    section = "eval"
+
+    split: str = field(default="test", metadata={"flag": "--split"})
+    """The held-out split whose prompts both models answer (files the run never saw)."""
+    limit: int | None = field(default=None, metadata={"flag": "--limit"})
+    """Evaluate the first N prompts (by sample id) of each set: held-out split, knowledge probes, retention.
+    None: every prompt."""
+    limits: dict[str, int] = field(default_factory=dict)
+    """Prompts per set, for the sets named (`test`, `probe`, `retention`); the others take `limit`."""
+    max_new_tokens: int = field(default=128, metadata={"flag": "--max-new-tokens"})
+    """Tokens each model may generate per answer (greedy). More: longer answers, slower evaluation."""
+    batch_size: int = field(default=8, metadata={"flag": "--batch-size"})
+    """Prompts generated at once. Higher: faster on a GPU, more memory."""
+    judge: bool = field(default=False, metadata={"flag": "--judge"})
+    """Ask an LLM judge which answer of each (base, tuned) pair is better, in both orders so position bias
+    cancels (needs the endpoint's key for a remote endpoint)."""
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)
+    """The judge's endpoint, and its limits."""
+
+    def own_problems(self) -> list[str]:
+        out = []
+        if not self.split.strip():
+            out.append("eval.split is empty; name a held-out split of the dataset (`test`, `val`)")
+        if self.limit is not None and self.limit < 1:
+            out.append(f"eval.limit={self.limit} must be at least 1, or null for every prompt")
+        for name, n in self.limits.items():
+            if not isinstance(n, int) or n < 1:
+                out.append(f"eval.limits[{name!r}]={n!r} must be a whole number of at least 1")
+        return out + self.below_one("eval", "max_new_tokens", "batch_size")
+
