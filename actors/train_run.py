@@ -86,7 +86,8 @@ class TrainRun:
     def run(self) -> dict:
         import os
 
-        from backend.train import resolve_model_path, train_adapter, use_all_cores
+        from backend.base_models import resolve_model_path
+        from backend.train import train_adapter, use_all_cores
         from backend.train_config import TrainConfig
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, and no usage pings either
@@ -160,7 +161,8 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
             this machine, or a sequence length above the model's.
     """
     from backend.config import ConfigError
-    from backend.train import _check_model, resolve_model_path
+    from backend.base_models import resolve_model_path
+    from backend.train import _check_model
 
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
