@@ -339,7 +339,7 @@ def parse_judgement(content: str) -> tuple[float, str]:
     return score, str(obj.get("reason", ""))
 
 
-def sample_text(sample: dict) -> str:
+def format_sample_for_judge(sample: dict) -> str:
     """A sample as the judge reads it."""
     if sample.get("messages"):
         return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in sample["messages"])
@@ -352,7 +352,7 @@ def sample_text(sample: dict) -> str:
 
 def render_judge_messages(template: PromptTemplate, sample: dict, project: str, cfg: SynthConfig) -> tuple:
     """(messages, cache key) of the judge request for `sample`."""
-    values = {"project": project, "sample": sample_text(sample)}
+    values = {"project": project, "sample": format_sample_for_judge(sample)}
     messages = [{"role": "system", "content": Template(template.system).safe_substitute(values)},
                 {"role": "user", "content": Template(template.user).safe_substitute(values)}]
     return messages, cache_key(cfg.model, messages, request_params(cfg), 0)
