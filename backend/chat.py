@@ -1,7 +1,7 @@
 """Chat formatting: one DocTune sample → the conversation every later stage sees.
 
     sample (instruction, input, output | messages) ──conversation──▶ (system, [(role, content), ...])
-        ──to_prompt_completion──▶ {"prompt": [...], "completion": [last assistant turn]}   (training, evaluation)
+        ──to_prompt_completion──▶ {"prompt": [...], "completion": [last assistant turn]}  (train, evaluate)
         ──render_ids(tokenizer, prompt, generation_prompt=True)──▶ token ids the model continues (generation)
 
 A conversation is the sample's `messages` when it has them, else one user turn (instruction, then input
