@@ -24,6 +24,7 @@ from pathlib import Path
 from string import Template
 
 from backend.facts import extract_facts, fact_samples, module_of, probe_samples
+from backend.markdown import parse_answer
 from backend.synth_config import PROBE_TASK, TASKS, SynthConfig
 
 CODE_KINDS = {"python", "code", "spec", "notebook"}
@@ -194,7 +195,10 @@ def estimate_run(units: list[Unit], cfg: SynthConfig) -> dict:
 
 # --- parsing ---------------------------------------------------------------------------------
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
+# A reply is not always Markdown: models open the fence mid-line ("Sure! ```json") or glue the closing fence to
+# the JSON ("}```"), where CommonMark sees no fence. After the reply's real fences, this older, looser reading
+# is tried too, so such replies still parse as before (a list of samples would else lose all but its first).
+_LOOSE_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
 
 
 def strip_reasoning(content: str) -> str:
@@ -227,7 +231,10 @@ def _repair(text: str) -> str:
 def _json_candidates(content: str):
     body = strip_reasoning(content)
     yield body
-    for block in _FENCE.findall(body):
+    for fence in parse_answer(body):
+        if fence.language in ("", "json"):
+            yield fence.content.strip()
+    for block in _LOOSE_FENCE.findall(body):
         yield block.strip()
     start, end = body.find("{"), body.rfind("}")
     if 0 <= start < end:
