@@ -56,7 +56,8 @@ class EvalRun:
         from backend.evaluate import load_retention_set
         from backend.generate import load_for_eval
         from backend.repo_index import RepoIndex
-        from backend.train import resolve_model_path, use_all_cores
+        from backend.base_models import resolve_model_path
+        from backend.train import use_all_cores
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         self.progress_state["status"] = RunStatus.RUNNING
@@ -101,8 +102,8 @@ class EvalRun:
 
     def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict], index) -> list[dict]:
         from backend.evaluate import score_output
-        from backend.generate import completion_losses, generate, prompt_messages
-        from backend.train import to_prompt_completion
+        from backend.chat import prompt_messages, to_prompt_completion
+        from backend.generate import completion_losses, generate
 
         if not rows:
             return []

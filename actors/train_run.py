@@ -88,7 +88,8 @@ class TrainRun:
     def run(self) -> dict:
         import os
 
-        from backend.train import resolve_model_path, train_adapter, use_all_cores
+        from backend.base_models import resolve_model_path
+        from backend.train import train_adapter, use_all_cores
         from backend.train_config import TrainConfig
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded, and no usage pings either
@@ -154,8 +155,9 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
         ConfigError: invalid config, a GPU-only preset on a cluster without a GPU, a model not on
             this machine, or a sequence length above the model's.
     """
+    from backend.base_models import resolve_model_path
     from backend.config_base import ConfigError
-    from backend.train import _check_model, resolve_model_path
+    from backend.train import _check_model
 
     store = client.store
     if project not in {p["name"] for p in store.projects()}:

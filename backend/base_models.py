@@ -7,7 +7,8 @@ Two are built locally, under `<home>/models/`, on first use:
   transformers dequantizes it to full precision and `save_pretrained` writes an ordinary model folder once.
 
 Anything else is a local folder with `config.json`, or a hub name already in the Hugging Face cache.
-`list_models` reports all of them for `doctune models`; nothing here imports torch until a conversion runs.
+`resolve_model_path` finds any of them for training, evaluation and merging; `list_models` reports all of them
+for `doctune models`. Nothing here imports torch until a conversion runs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from backend.config import resolve_home
+from backend.config_base import ConfigError
 
 TINY = "tiny"
 SMOL = "smollm2-135m-instruct"
@@ -170,6 +174,43 @@ def local_model_path(name: str, home: Path) -> Path | None:
     if name in (SMOL, SMOL_HUB_NAME):
         return ensure_smol_model(models_dir(home))
     return None
+
+
+def resolve_model_path(name_or_path: str, base_model_path: Path | None = None, home: Path | None = None) -> Path:
+    """The local folder of the base model: `base_model_path`, a model DocTune builds (`tiny`,
+    `smollm2-135m-instruct`, under `home`/models), a folder, or the HF cache.
+
+    Raises:
+        ConfigError: not found on this machine (nothing is downloaded); the message says how to fetch it.
+    """
+    if base_model_path is not None:
+        path = Path(base_model_path).expanduser()
+        if not (path / "config.json").is_file():
+            raise ConfigError([f"base model folder {path} has no config.json; pass the folder that "
+                               f"save_pretrained wrote (config.json, weights, tokenizer)"])
+        return path
+    try:
+        local = local_model_path(name_or_path, home if home is not None else resolve_home())
+    except ModelNotAvailable as exc:
+        raise ConfigError([str(exc)]) from None
+    if local is not None:
+        return local
+    path = Path(name_or_path).expanduser()
+    if (path / "config.json").is_file():
+        return path
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        snapshot = Path(snapshot_download(name_or_path, local_files_only=True))
+    except (LocalEntryNotFoundError, HFValidationError):
+        snapshot = None
+    if snapshot is not None and (snapshot / "config.json").is_file():
+        return snapshot
+    raise ConfigError([
+        f"model {name_or_path!r} is neither a local folder with config.json nor in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}); DocTune downloads nothing: fetch it once with `hf download {name_or_path}`, "
+        f"set model.name_or_path to a local folder, or use `--preset smol` (a 135M model that ships with DocTune)"])
 
 
 # ---- what this machine has --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from backend.readers import ReadError, Section, read_sections
 from backend.tokens import TokenCounter, token_counter
 
 # Bump when chunk boundaries change for the same settings, so re-ingest re-chunks every file.
-CHUNKER_VERSION = 1
+CHUNKER_VERSION = 2  # 2: Markdown headings and fences from the CommonMark parser (backend/markdown.py)
 
 
 @dataclass

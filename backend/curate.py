@@ -82,8 +82,9 @@ def output_of(sample: dict) -> str:
     return text
 
 
-def sample_text(sample: dict) -> str:
-    """Everything a reader of the sample sees: instruction, input, output and every message."""
+def join_sample_fields(sample: dict) -> str:
+    """Everything a reader of the sample sees, one field a line: instruction, input, output and every message
+    (what deduplication and the leakage check compare)."""
     parts = [_text(sample.get("instruction")), _text(sample.get("input")), _text(sample.get("output"))]
     parts += [_text(m.get("content")) for m in _turns(sample) or []]
     return "\n".join(parts)
@@ -158,7 +159,7 @@ def exact_duplicates(samples: list[dict]) -> dict[str, str]:
     first: dict[str, str] = {}
     out = {}
     for s in sorted(samples, key=dedup_order):
-        key = normalize(sample_text(s))
+        key = normalize(join_sample_fields(s))
         if key in first:
             out[_sid(s)] = first[key]
         else:
@@ -255,7 +256,7 @@ def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int 
     kept_shingles: dict[str, set[str]] = {}
     out = {}
     for s in sorted(samples, key=dedup_order):
-        sid, sh = _sid(s), shingles(sample_text(s))
+        sid, sh = _sid(s), shingles(join_sample_fields(s))
         sig = hasher.signature(sh)
         matches = sorted(k for k in index.query(sig) if jaccard(sh, kept_shingles[k]) >= threshold)
         if matches:
@@ -273,7 +274,7 @@ def dedup_order(sample: dict) -> tuple:
     carry the run, and the same samples from two runs (a resumed one and an uninterrupted one) must
     curate to the same dataset."""
     return (_text(sample.get("path")), sample.get("start_line") or 0, _text(sample.get("task")),
-            normalize(sample_text(sample)), _sid(sample))
+            normalize(join_sample_fields(sample)), _sid(sample))
 
 
 def _sid(sample: dict) -> str:
@@ -341,7 +342,7 @@ def leakage(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, se
     by_text: dict[str, dict] = {}
     exact_pairs = set()
     for s in ordered:
-        key = normalize(sample_text(s))
+        key = normalize(join_sample_fields(s))
         first = by_text.setdefault(key, s)
         if first is not s and first["split"] != s["split"]:
             exact_pairs.add((_sid(first), _sid(s)))
@@ -350,7 +351,7 @@ def leakage(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, se
     hasher, index = MinHasher(num_perm, seed), LSHIndex(threshold, num_perm)
     seen: dict[str, tuple[set[str], str]] = {}
     for s in ordered:
-        sid, sh = _sid(s), shingles(sample_text(s))
+        sid, sh = _sid(s), shingles(join_sample_fields(s))
         sig = hasher.signature(sh)
         for other in sorted(index.query(sig)):
             other_sh, other_split = seen[other]
@@ -486,10 +487,10 @@ def _assign_probes(probes: list[dict], samples: list[dict], assignment: dict[str
     hasher, index = MinHasher(cfg.num_perm, cfg.seed), LSHIndex(cfg.near_dup_threshold, cfg.num_perm)
     train_shingles = {}
     for s in train:
-        sh = shingles(sample_text(s))
+        sh = shingles(join_sample_fields(s))
         train_shingles[_sid(s)] = sh
         index.add(_sid(s), hasher.signature(sh))
-    train_texts = {normalize(sample_text(s)): _sid(s) for s in train}
+    train_texts = {normalize(join_sample_fields(s)): _sid(s) for s in train}
     out = {}
     for p in sorted(probes, key=_sid):
         sid = _sid(p)
@@ -502,8 +503,8 @@ def _assign_probes(probes: list[dict], samples: list[dict], assignment: dict[str
         if split != "train":
             drop(sid, [f"probe_of_held_out_file:{split}"])
             continue
-        text = normalize(sample_text(p))
-        sh = shingles(sample_text(p))
+        text = normalize(join_sample_fields(p))
+        sh = shingles(join_sample_fields(p))
         twins = sorted(k for k in index.query(hasher.signature(sh)) if jaccard(sh, train_shingles[k]) >= cfg.near_dup_threshold)
         if text in train_texts or twins:
             drop(sid, [f"probe_near_training:{train_texts.get(text) or twins[0]}"])

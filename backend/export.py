@@ -16,8 +16,7 @@ Next to them: `dataset_info.json` (LLaMA-Factory's dataset registry, one entry p
 The `probe` split (knowledge probes, never trained on) is exported like the others; its short expected facts
 are in the provenance sidecar (`fact`) and the Parquet column of that name.
 
-A conversation is the sample's `messages` when it has them, else one user turn (instruction, then
-input after a blank line when non-empty) and one assistant turn (output).
+Every row is built from `backend.chat.conversation`, the same turns training and evaluation see.
 """
 
 from __future__ import annotations
@@ -31,6 +30,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backend.chat import as_text, conversation
 from backend.export_config import FORMATS
 
 SPLIT_ORDER = ("train", "val", "test", "probe")
@@ -52,36 +52,6 @@ PARQUET_SCHEMA = pa.schema([
 ])
 
 
-def _text(value) -> str:
-    """A field as a string ('' for None)."""
-    return "" if value is None else str(value)
-
-
-def conversation(sample: dict, system_prompt: str | None = None) -> tuple[str | None, list[tuple[str, str]]]:
-    """(system, [(role, content), ...] alternating user/assistant) of a sample.
-
-    The sample's own system message wins over `system_prompt`.
-
-    Raises:
-        ValueError: the sample's messages do not alternate user/assistant ending with the assistant.
-    """
-    messages = sample.get("messages")
-    if not messages:
-        user = _text(sample.get("instruction"))
-        if _text(sample.get("input")).strip():
-            user += "\n\n" + _text(sample.get("input"))
-        return system_prompt, [("user", user), ("assistant", _text(sample.get("output")))]
-    system = system_prompt
-    turns = [(m.get("role"), _text(m.get("content"))) for m in messages]
-    if turns and turns[0][0] == "system":
-        system, turns = turns[0][1], turns[1:]
-    roles = [r for r, _ in turns]
-    if len(turns) < 2 or len(turns) % 2 or roles != ["user", "assistant"] * (len(turns) // 2):
-        raise ValueError(f"sample {sample.get('sample_id')}: messages must alternate user/assistant and end "
-                         f"with the assistant (got roles {roles}); curate drops such samples as bad_messages")
-    return system, turns
-
-
 def alpaca_row(sample: dict, system_prompt: str | None = None) -> dict:
     """LLaMA-Factory alpaca: the last exchange as instruction/output, earlier ones as history."""
     system, turns = conversation(sample, system_prompt)
@@ -89,8 +59,8 @@ def alpaca_row(sample: dict, system_prompt: str | None = None) -> dict:
         pairs = [[turns[i][1], turns[i + 1][1]] for i in range(0, len(turns), 2)]
         row = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1], "history": pairs[:-1]}
     else:
-        row = {"instruction": _text(sample.get("instruction")), "input": _text(sample.get("input")),
-               "output": _text(sample.get("output"))}
+        row = {"instruction": as_text(sample.get("instruction")), "input": as_text(sample.get("input")),
+               "output": as_text(sample.get("output"))}
     if system is not None:
         row["system"] = system
     return row
@@ -117,7 +87,7 @@ def parquet_row(sample: dict, system_prompt: str | None = None) -> dict:
     a = alpaca_row(sample, system_prompt)
     messages = sample.get("messages")
     return {
-        "sample_id": _text(sample.get("sample_id")), "split": sample.get("split"),
+        "sample_id": as_text(sample.get("sample_id")), "split": sample.get("split"),
         "task": sample.get("task"), "language": sample.get("language"), "system": a.get("system"),
         "instruction": a["instruction"], "input": a["input"], "output": a["output"],
         "history": a.get("history", []),
@@ -211,7 +181,7 @@ def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
-    missing = [_text(s.get("sample_id")) for s in samples if not s.get("split")]
+    missing = [as_text(s.get("sample_id")) for s in samples if not s.get("split")]
     if missing:
         raise ValueError(f"samples without a split (curate them first): {', '.join(missing[:10])}")
     out_dir = Path(out_dir)

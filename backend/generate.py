@@ -4,9 +4,10 @@
         ──generate(prompts, adapter=True/False)──▶ texts      (`model.disable_adapter()` for the base)
         ──completion_losses(rows, adapter=True/False)──▶ per-row loss on the answer only (perplexity: exp)
 
-Prompts come from `backend.train.to_prompt_completion`, so evaluation sees exactly the conversation the
-adapter was trained on, and the loss covers exactly the tokens training did (the last assistant turn with
-its end-of-turn). transformers and peft are imported inside functions, as in `backend.train`.
+Prompts come from `backend.chat` (`prompt_messages`, `to_prompt_completion`, `render_ids`), as training's do,
+so evaluation sees exactly the conversation the adapter was trained on, and the loss covers exactly the tokens
+training did (the last assistant turn with its end-of-turn). transformers and peft are imported inside
+functions, as in `backend.train`; nothing here imports the trainer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import torch
 
-from backend.train import RUN_CONFIG_FILE, TORCH_DTYPES, resolve_model_path, to_prompt_completion
+from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
+from backend.base_models import resolve_model_path
+from backend.chat import render_ids, to_prompt_completion
 
 IGNORE = -100
 
@@ -82,12 +85,7 @@ def prepare_tokenizer(tokenizer):
     return tokenizer
 
 
-# ---- prompts ---------------------------------------------------------------------------------------
-
-def prompt_messages(row: dict) -> list[dict]:
-    """A DocTune dataset row's chat prompt: every turn before the answer, exactly as training formats it."""
-    return to_prompt_completion(row)["prompt"]
-
+# ---- helpers ---------------------------------------------------------------------------------------
 
 def _adapter_context(model, adapter: bool):
     """`model.disable_adapter()` for the base; a plain (non-peft) model is the base already."""
@@ -96,11 +94,6 @@ def _adapter_context(model, adapter: bool):
     if adapter:
         raise ValueError("adapter=True needs a peft model (load_for_eval); this model has no adapter")
     return contextlib.nullcontext()
-
-
-def _ids(encoded) -> list[int]:
-    """`apply_chat_template(tokenize=True)` returns a BatchEncoding in transformers 5, a list before."""
-    return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
 def _device(model) -> torch.device:
@@ -134,7 +127,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, adapter: bool, batc
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prepare_tokenizer(tokenizer)
     device, stop = _device(model), _stop_ids(model, tokenizer)
-    encoded = [_ids(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True)) for p in prompts]
+    encoded = [render_ids(tokenizer, p, generation_prompt=True) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     gen_kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
     if greedy:
@@ -164,8 +157,8 @@ def completion_ids(tokenizer, row: dict, max_length: int = 1024) -> tuple[list[i
     conversation diverge; the sequence is cut to `max_length` from the end, as the trainer does.
     """
     example = to_prompt_completion(row)
-    prompt = _ids(tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True, tokenize=True))
-    full = _ids(tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True))
+    prompt = render_ids(tokenizer, example["prompt"], generation_prompt=True)
+    full = render_ids(tokenizer, example["prompt"] + example["completion"], generation_prompt=False)
     start = 0
     while start < min(len(prompt), len(full)) and prompt[start] == full[start]:
         start += 1

@@ -21,6 +21,8 @@ from pathlib import PurePosixPath
 
 import yaml
 
+from backend.markdown import parse_document
+
 
 @dataclass
 class Section:
@@ -116,25 +118,19 @@ def whole_file(path: str, text: str, split_language: str) -> list[Section]:
 
 
 # --- Markdown --------------------------------------------------------------------------------
-_ATX = re.compile(r"^ {0,3}(#{1,6})[ \t]+(.*?)[ \t]*#*[ \t]*$")
-_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+# A `---` under a table row is a rule, not a setext heading; CommonMark, the parser's dialect, has no tables.
+_TABLE_ROW = re.compile(r"^\s*\|")
 
 
 def markdown_sections(lines: list[str], line_map: list[int] | None = None) -> list[Section]:
-    """Sections at every ATX or setext heading, fenced code respected.
+    """Sections at every ATX or setext heading outside lists and block quotes, fenced code respected.
 
     `line_map[i]` is the source line of `lines[i]` (for documents assembled from other formats).
     """
     src = line_map or list(range(1, len(lines) + 1))
     sections: list[Section] = []
     stack: list[tuple[int, str]] = []
-    start, fence = 0, None
-    # YAML front matter is metadata, not prose
-    if lines and lines[0].strip() == "---":
-        for i in range(1, len(lines)):
-            if lines[i].strip() in {"---", "..."}:
-                start = i + 1
-                break
+    start = _front_matter_end(lines)
     body_start = start
 
     def flush(end: int) -> None:
@@ -145,40 +141,29 @@ def markdown_sections(lines: list[str], line_map: list[int] | None = None) -> li
             sections.append(Section(tuple(h for _, h in stack), "\n".join(lines[first:last + 1]),
                                     src[first], src[last], split_language="markdown"))
 
-    i = start
-    while i < len(lines):
-        line = lines[i]
-        m = _FENCE.match(line)
-        if m:
-            marker = m.group(1)
-            if fence is None:
-                fence = marker
-            elif line.strip().startswith(fence[0] * len(fence)) and not line.strip().strip(fence[0]):
-                fence = None
-            i += 1
+    # the parser's line numbers must be indices into `lines`: it reads a CR as a line break too, and a line
+    # may hold one (from an HTML <pre>)
+    for heading in parse_document("\n".join(lines[start:]).replace("\r", " ")).headings:
+        at = start + heading.start
+        # a heading inside a list item or block quote belongs to it: a section starting there would cut it
+        if heading.nested or (heading.setext and _TABLE_ROW.match(lines[at])):
             continue
-        if fence is None:
-            level, title = 0, ""
-            atx = _ATX.match(line)
-            if atx:
-                level, title = len(atx.group(1)), atx.group(2)
-            elif (i + 1 < len(lines) and line.strip() and not line.startswith("    ")
-                  and re.fullmatch(r" {0,3}(=+|-+)[ \t]*", lines[i + 1])):
-                underline = lines[i + 1].strip()
-                # a `---` under a list item or table row is a rule, not a heading
-                if not re.match(r"^\s*([-*+]|\d+[.)]|\|)", line):
-                    level, title = (1 if underline[0] == "=" else 2), line.strip()
-            if level:
-                flush(i)
-                while stack and stack[-1][0] >= level:
-                    stack.pop()
-                stack.append((level, _plain(title)))
-                body_start = i
-                if not atx:
-                    i += 1
-        i += 1
+        flush(at)
+        while stack and stack[-1][0] >= heading.level:
+            stack.pop()
+        stack.append((heading.level, _plain(" ".join(heading.title.split("\n")))))
+        body_start = at
     flush(len(lines))
     return sections
+
+
+def _front_matter_end(lines: list[str]) -> int:
+    """The first line after YAML front matter (metadata, not prose), 0 when there is none."""
+    if lines and lines[0].strip() == "---":
+        for i in range(1, len(lines)):
+            if lines[i].strip() in {"---", "..."}:
+                return i + 1
+    return 0
 
 
 def _plain(title: str) -> str:

@@ -23,9 +23,9 @@ import re
 from dataclasses import dataclass, field
 
 from backend.facts import module_of, parse_python
+from backend.markdown import parse_document, strip_fences
 
 _CODE_SPAN = re.compile(r":\w+:`~?([^`\n]+)`|``([^`\n]+)``|`([^`\n]+)`")
-_FENCE = re.compile(r"^\s*(```|~~~).*?^\s*\1", re.S | re.M)
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _DOTTED = re.compile(rf"(?<![\w.]){_NAME}(?:\.{_NAME})*")
 _FLAG = re.compile(r"(?<![\w-])--?[A-Za-z][\w-]*")
@@ -136,7 +136,9 @@ def _root(dotted: str) -> str:
 
 
 def _doc_names(text: str, path: str, roots: set[str], add) -> None:
-    prose = _FENCE.sub("", text)
+    # Only closed fences go: a chunk may start or end inside a code block the chunker split, and an unclosed
+    # fence there is as likely the block's closing line followed by prose as code running to the end.
+    prose = strip_fences(text, [f for f in parse_document(text).fences if f.closed])
     for code in _ERROR_CODE.findall(prose):  # error catalogues name their codes in headings and prose too
         add(code, "error_code", path)
     for m in _CODE_SPAN.finditer(prose):

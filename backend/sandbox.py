@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from backend.markdown import parse_answer
+
 Status = Literal["pass", "fail", "timeout", "memory", "error"]
 
 OUTPUT_LIMIT = 4096
@@ -335,41 +337,14 @@ def _remove_tree(path: Path) -> None:
 PYTHON_LABELS = {"python", "py", "python3", "py3"}
 """Fence info strings (their first word, lower case) that mark a block as Python."""
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^\n]*)$")
-
 
 def _fenced_blocks(text: str) -> list[tuple[str, str]]:
-    """Every fenced block of a Markdown text as (label, content), in order; an unclosed one runs to the end."""
-    blocks = []
-    lines = text.replace("\r\n", "\n").split("\n")
-    i = 0
-    while i < len(lines):
-        m = _FENCE.match(lines[i])
-        # a backtick fence's info string may not contain backticks (that is inline code)
-        if not m or (m["fence"][0] == "`" and "`" in m["info"]):
-            i += 1
-            continue
-        fence, indent = m["fence"], len(m["indent"].expandtabs(4))
-        label = (m["info"].split() or [""])[0].strip("{}.").lower()
-        body = []
-        i += 1
-        while i < len(lines):
-            close = _FENCE.match(lines[i])
-            if (close and close["fence"][0] == fence[0] and len(close["fence"]) >= len(fence)
-                    and not close["info"].strip()):
-                break
-            body.append(_dedent(lines[i], indent))
-            i += 1
-        blocks.append((label, "\n".join(body)))
-        i += 1
-    return blocks
+    """Every fenced block of a model's answer as (language, content), in order; an unclosed one runs to the end.
 
-
-def _dedent(line: str, n: int) -> str:
-    """Remove up to n columns of leading whitespace (a fence indented in a list indents its content too)."""
-    expanded = line.expandtabs(4)
-    strip = min(n, len(expanded) - len(expanded.lstrip(" ")))
-    return expanded[strip:]
+    Tabs become spaces (4 columns), as they did before the shared parser, so code that mixes tabs and spaces
+    in its indentation parses as it did."""
+    return [(f.language, "\n".join(line.expandtabs(4) for line in f.content.split("\n")))
+            for f in parse_answer(text)]
 
 
 def _parses(src: str) -> bool:

@@ -24,6 +24,7 @@ from pathlib import Path
 from string import Template
 
 from backend.facts import extract_facts, fact_samples, module_of, probe_samples
+from backend.markdown import parse_answer
 from backend.synth_config import PROBE_TASK, TASKS, SynthConfig
 
 CODE_KINDS = {"python", "code", "spec", "notebook"}
@@ -195,7 +196,10 @@ def estimate_run(units: list[Unit], cfg: SynthConfig) -> dict:
 
 # --- parsing ---------------------------------------------------------------------------------
 _THINK = re.compile(r"<think>.*?</think>", re.S | re.I)
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
+# A reply is not always Markdown: models open the fence mid-line ("Sure! ```json") or glue the closing fence to
+# the JSON ("}```"), where CommonMark sees no fence. After the reply's real fences, this older, looser reading
+# is tried too, so such replies still parse as before (a list of samples would else lose all but its first).
+_LOOSE_FENCE = re.compile(r"```(?:json|JSON)?\s*\n(.*?)```", re.S)
 
 
 def strip_reasoning(content: str) -> str:
@@ -228,7 +232,10 @@ def _repair(text: str) -> str:
 def _json_candidates(content: str):
     body = strip_reasoning(content)
     yield body
-    for block in _FENCE.findall(body):
+    for fence in parse_answer(body):
+        if fence.language in ("", "json"):
+            yield fence.content.strip()
+    for block in _LOOSE_FENCE.findall(body):
         yield block.strip()
     start, end = body.find("{"), body.rfind("}")
     if 0 <= start < end:
@@ -340,7 +347,7 @@ def parse_judgement(content: str) -> tuple[float, str]:
     return score, str(obj.get("reason", ""))
 
 
-def sample_text(sample: dict) -> str:
+def format_sample_for_judge(sample: dict) -> str:
     """A sample as the judge reads it."""
     if sample.get("messages"):
         return "\n\n".join(f"{m['role'].upper()}: {m['content']}" for m in sample["messages"])
@@ -353,7 +360,7 @@ def sample_text(sample: dict) -> str:
 
 def render_judge_messages(template: PromptTemplate, sample: dict, project: str, cfg: SynthConfig) -> tuple:
     """(messages, cache key) of the judge request for `sample`."""
-    values = {"project": project, "sample": sample_text(sample)}
+    values = {"project": project, "sample": format_sample_for_judge(sample)}
     messages = [{"role": "system", "content": Template(template.system).safe_substitute(values)},
                 {"role": "user", "content": Template(template.user).safe_substitute(values)}]
     return messages, cache_key(cfg.endpoint.model, messages, request_params(cfg), 0)

@@ -32,16 +32,16 @@ from typing import Any, Protocol, TypeVar
 import psutil
 import torch
 
+from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
+from backend.base_models import resolve_model_path
+from backend.chat import to_prompt_completion
 from backend.config import REPO_ROOT
 from backend.config_base import ConfigError
-from backend.export import conversation
 from backend.train_config import DataSettings, TrainConfig, resolve_for_hardware
 
 CHECKPOINTS, ADAPTER, TENSORBOARD = "checkpoints", "adapter", "tensorboard"
 REPLAY_SET = REPO_ROOT / "data" / "replay" / "general_instructions.jsonl"
-RUN_CONFIG_FILE = "doctune_train_config.json"
 MAX_OOM_RETRIES = 3
-TORCH_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32, "auto": "auto"}
 _MB = 2**20
 
 
@@ -74,21 +74,6 @@ class TrainResult:
 
 
 # ---- data ------------------------------------------------------------------------------------------
-
-def to_prompt_completion(row: dict) -> dict:
-    """One DocTune row as a TRL conversational prompt-completion example.
-
-    Single-turn rows: the user turn is the instruction, then a blank line and the input when there is one.
-    Multi-turn rows (`messages`): the prompt is every turn but the last, the completion the last assistant
-    turn. Loss is then computed on the completion only, whatever the chat template.
-    """
-    if isinstance(row.get("messages"), str):  # the store's JSON column, not yet decoded
-        row = {**row, "messages": json.loads(row["messages"])}
-    system, turns = conversation(row)
-    prompt = [{"role": "system", "content": system}] if system is not None else []
-    prompt += [{"role": role, "content": content} for role, content in turns[:-1]]
-    return {"prompt": prompt, "completion": [{"role": "assistant", "content": turns[-1][1]}]}
-
 
 def select_training_rows(rows: list[dict], data: DataSettings, seed: int) -> list[dict]:
     """The train rows a run trains on under `data` (tasks, length bound, sample cap), in the rows' order.
@@ -162,46 +147,6 @@ def detect_hardware() -> dict[str, bool]:
     cuda = torch.cuda.is_available()
     return {"cuda": cuda, "bf16_supported": cuda and torch.cuda.is_bf16_supported(),
             "unsloth_available": importlib.util.find_spec("unsloth") is not None}
-
-
-def resolve_model_path(name_or_path: str, base_model_path: Path | None = None, home: Path | None = None) -> Path:
-    """The local folder of the base model: `base_model_path`, a model DocTune builds (`tiny`,
-    `smollm2-135m-instruct`, under `home`/models), a folder, or the HF cache.
-
-    Raises:
-        ConfigError: not found on this machine (nothing is downloaded); the message says how to fetch it.
-    """
-    if base_model_path is not None:
-        path = Path(base_model_path).expanduser()
-        if not (path / "config.json").is_file():
-            raise ConfigError([f"base model folder {path} has no config.json; pass the folder that "
-                               f"save_pretrained wrote (config.json, weights, tokenizer)"])
-        return path
-    from backend.base_models import ModelNotAvailable, local_model_path
-    from backend.config import resolve_home
-
-    try:
-        local = local_model_path(name_or_path, home if home is not None else resolve_home())
-    except ModelNotAvailable as exc:
-        raise ConfigError([str(exc)]) from None
-    if local is not None:
-        return local
-    path = Path(name_or_path).expanduser()
-    if (path / "config.json").is_file():
-        return path
-    from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
-
-    try:
-        snapshot = Path(snapshot_download(name_or_path, local_files_only=True))
-    except (LocalEntryNotFoundError, HFValidationError):
-        snapshot = None
-    if snapshot is not None and (snapshot / "config.json").is_file():
-        return snapshot
-    raise ConfigError([
-        f"model {name_or_path!r} is neither a local folder with config.json nor in the Hugging Face cache "
-        f"({constants.HF_HUB_CACHE}); DocTune downloads nothing: fetch it once with `hf download {name_or_path}`, "
-        f"set model.name_or_path to a local folder, or use `--preset smol` (a 135M model that ships with DocTune)"])
 
 
 def _check_model(cfg: TrainConfig, model_path: Path) -> None:

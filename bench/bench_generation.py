@@ -31,8 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from backend.generate import generate, load_for_eval, prompt_messages  # noqa: E402
-from backend.train import RUN_CONFIG_FILE  # noqa: E402
+from backend.adapter_files import RUN_CONFIG_FILE  # noqa: E402
+from backend.chat import prompt_messages  # noqa: E402
+from backend.generate import generate, load_for_eval  # noqa: E402
 
 
 def synthetic_rows(n: int) -> list[dict]:

@@ -202,9 +202,9 @@ def build_trainer(variant: str, cfg, model_dir: Path, rows: list[dict], out_dir:
     from transformers import PrinterCallback
     from trl import SFTTrainer
 
+    from backend.base_models import resolve_model_path
     from backend.train import (TENSORBOARD, _check_model, _let_trl_run_on_cpu, _sft_config, _sink_callback,
-                               _tensorboard_callback, build_hf_model, detect_hardware, resolve_model_path,
-                               rows_to_dataset)
+                               _tensorboard_callback, build_hf_model, detect_hardware, rows_to_dataset)
     from backend.train_config import resolve_for_hardware
 
     hardware = detect_hardware()

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from backend.generate import completion_losses, generate, load_for_eval, perplexity, prompt_messages
+from backend.adapter_files import RUN_CONFIG_FILE
+from backend.chat import prompt_messages, to_prompt_completion
+from backend.generate import completion_losses, generate, load_for_eval, perplexity
 from backend.tiny_model import ensure_tiny_model
-from backend.train import RUN_CONFIG_FILE, to_prompt_completion, train_adapter
+from backend.train import train_adapter
 from backend.train_config import load_preset
 from tests.backend.test_train import RecordingSink, synthetic_rows
 

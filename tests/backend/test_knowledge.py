@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend.curate import curate, jaccard, leakage, sample_text, shingles
+from backend.curate import curate, jaccard, join_sample_fields, leakage, shingles
 from backend.curate_config import CurateConfig
 from backend.evaluate import (api_hallucination, api_recall, fact_accuracy, knowledge_summary, score_output,
                               wrong_then_right)
@@ -104,7 +104,7 @@ def test_probes_ask_the_same_fact_in_other_words():
         assert p["fact"] == f.value and f.value in t["output"]  # the training answer states the probe's fact
         assert t["instruction"] != p["instruction"]
         # never a near-duplicate of its training question (curation checks the same at 0.85)
-        assert jaccard(shingles(sample_text(t)), shingles(sample_text(p))) < 0.5
+        assert jaccard(shingles(join_sample_fields(t)), shingles(join_sample_fields(p))) < 0.5
         assert len(p["output"]) >= CurateConfig().min_output_chars
 
 

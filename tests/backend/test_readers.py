@@ -56,6 +56,27 @@ Body under setext.
         assert lines_of(text, s) == s.text
 
 
+def test_markdown_headings_follow_commonmark_blocks():
+    text = """# Top
+
+- a list item
+
+  # not a section: inside the list item
+
+> # nor inside a quote
+
+| a | b |
+---
+
+```a```b
+## After inline code
+"""
+    _, sections = read_sections("docs/x.md", text, "markdown")
+    # a rule under a table row is no heading; backticks in an info string make inline code, not a fence
+    assert [s.heading_path for s in sections] == [("Top",), ("Top", "After inline code")]
+    assert (sections[0].start_line, sections[0].end_line) == (1, 12)
+
+
 def test_rst_levels_by_adornment_order():
     text = """=========
 Top Title

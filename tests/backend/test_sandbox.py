@@ -209,6 +209,17 @@ def test_extract_python_blocks():
     assert extract_python_blocks("```\npip install tidemark\n```\n```\nls\n```\n") == []
 
 
+def test_extract_python_blocks_from_loosely_indented_answers():
+    # a fence indented right under a list item's text, closed less indented than it opened
+    answer = "1. Run:\n    ```python\n    x = 1\n    if x:\n        y = 2\n```\n2. Done.\n```python\nz = 3\n```\n"
+    assert extract_python_blocks(answer) == ["x = 1\nif x:\n    y = 2", "z = 3"]
+    # tabs become four columns, so tab and space indentation mixed in one block still parses
+    assert extract_python_blocks("```python\nif x:\n    a = 1\n\tb = 2\n```") == ["if x:\n    a = 1\n    b = 2"]
+    assert python_syntax_errors("```python\nif x:\n    a = 1\n\tb = 2\n```") == []
+    # fences in block quotes are quoted text, not the answer's code
+    assert extract_python_blocks("> ```python\n> x = 1\n> ```\n") == []
+
+
 def test_python_syntax_errors():
     text = "```python\nok = 1\n```\n\n```python\ndef f(:\n    pass\n```\n\n```py\nx = 1\n  y = 2\n```\n"
     errors = python_syntax_errors(text)

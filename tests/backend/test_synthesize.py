@@ -25,6 +25,22 @@ def test_parse_layers_recover_samples(content):
     assert samples[0]["instruction"] == "How do I quote a lane?"
 
 
+TWO = [{"instruction": "How do I quote a lane?", "output": "Call quote()."},
+       {"instruction": "How do I book a berth?", "output": "Call book()."}]
+
+
+@pytest.mark.parametrize("content", [
+    "~~~json\n" + json.dumps(TWO) + "\n~~~\nAsk {more} if you like.",  # a tilde fence
+    "  ```json\n" + json.dumps(TWO, indent=2) + "\n  ```\nAsk {more} if you like.",  # an indented one
+    # not Markdown, but models write it: a fence opened mid-line, a closing fence glued to the JSON
+    "Sure! ```json\n" + json.dumps(TWO) + "\n```\nAsk {more} if you like.",
+    "```json\n" + json.dumps(TWO) + "```\nAsk {more} if you like.",
+])
+def test_fenced_lists_keep_every_sample(content):
+    # the braces around stray text would make the outermost-braces layer fail: the fence must be found
+    assert [s["instruction"] for s in parse_samples(content)] == [t["instruction"] for t in TWO]
+
+
 def test_salvage_keeps_the_good_items_of_a_broken_list():
     content = ('{"samples": [{"instruction": "Q1 long enough", "output": "A1"}, '
                '{"instruction": "Q2", "output": "A2 is cut off here')

@@ -15,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from backend.chat import to_prompt_completion
 from backend.config import REPO_ROOT
 from backend.config_base import ConfigError
 from backend.tiny_model import ensure_tiny_model
@@ -25,7 +26,6 @@ from backend.train import (
     merge_to_16bit,
     rows_to_dataset,
     run_with_oom_backoff,
-    to_prompt_completion,
     train_adapter,
 )
 from backend.train_config import load_preset, resolve_for_hardware
