@@ -597,7 +597,7 @@ def eval_document(result: dict) -> dict:
 
 
 def _print_eval(d: dict) -> None:
-    from backend.evaluate import SET_MEANING
+    from backend.eval_config import SET_MEANING
 
     print(f"evaluation {d['run_id']} of {d.get('adapter_run')}: {d['status']}" + (
         f" ({d['error']})" if d.get("error") else ""))

@@ -7,6 +7,16 @@ from dataclasses import dataclass, field
 from backend.config_base import Config
 from backend.endpoint_config import EndpointConfig
 
+SET_MEANING = {
+    "test": "whole files held out of training: do the skills carry over to documents the model never saw?",
+    "val": "whole files held out of training (the validation split)",
+    "probe": "questions about what the model was trained on, asked in words it never saw: does it know the "
+             "repository?",
+    "retention": "general coding prompts unrelated to the repository: did it keep what it knew?",
+}
+"""What each evaluation set asks, in a sentence (the CLI and the dashboard say it beside the numbers)."""
+SIDES = {"base": "the base model alone (the adapter switched off)", "tuned": "the base model with the trained adapter"}
+
 
 @dataclass
 class EvalConfig(Config):

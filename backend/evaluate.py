@@ -35,15 +35,6 @@ REPOSITORY_METRICS = ("api_recall", "api_hallucination", "fact_accuracy")
 LOWER_IS_BETTER = frozenset({"loss", "perplexity", "api_hallucination"})
 """Metrics where a smaller value is the better one (`aggregate` and `flips` look them up here)."""
 RETENTION_SET = REPO_ROOT / "data" / "retention" / "general_coding.jsonl"
-SET_MEANING = {
-    "test": "whole files held out of training: do the skills carry over to documents the model never saw?",
-    "val": "whole files held out of training (the validation split)",
-    "probe": "questions about what the model was trained on, asked in words it never saw: does it know the "
-             "repository?",
-    "retention": "general coding prompts unrelated to the repository: did it keep what it knew?",
-}
-"""What each evaluation set asks, in a sentence (the CLI and the dashboard say it beside the numbers)."""
-SIDES = {"base": "the base model alone (the adapter switched off)", "tuned": "the base model with the trained adapter"}
 
 # Words and single punctuation marks: code answers differ in `foo(x)` vs `foo( x )`, which a plain
 # whitespace split would count as different tokens.

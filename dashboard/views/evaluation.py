@@ -5,7 +5,7 @@ viewer of prompt, reference, both outputs and their scores, filtered by flips, h
 import pandas as pd
 import streamlit as st
 
-from backend.evaluate import SET_MEANING, SIDES
+from backend.eval_config import SET_MEANING, SIDES
 from dashboard.common import client, failures_shown, project_picker, status_label
 
 st.title("Evaluation")
