@@ -882,12 +882,9 @@ def cmd_dashboard(args) -> int:
 
 
 def _check_dashboard_host(host: str) -> None:
-    import ipaddress
+    from backend.auth import AUTH_VARIABLE, PASSWORD_VARIABLE, exposed_without_gate
 
-    from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
-
-    loopback = host == "localhost" or _is_loopback(host, ipaddress)
-    if not loopback and not os.environ.get(PASSWORD_VARIABLE) and os.environ.get(AUTH_VARIABLE) != "oidc":
+    if exposed_without_gate(host):
         raise _UserError(f"--host {host} exposes the dashboard beyond this machine: set {PASSWORD_VARIABLE} "
                          f"(an access password) or {AUTH_VARIABLE}=oidc (Streamlit's OIDC login, configured in "
                          ".streamlit/secrets.toml), or keep the default --host 127.0.0.1")
@@ -904,13 +901,6 @@ def _serve_dashboard(home, host: str, port: int, env: dict) -> int:
            "--client.toolbarMode", "minimal"]
     os.execve(sys.executable, cmd, env)
     return 0  # not reached
-
-
-def _is_loopback(host: str, ipaddress) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 COMMANDS = {"ingest": cmd_ingest, "stats": cmd_stats, "projects": cmd_projects, "runs": cmd_runs,
