@@ -376,7 +376,6 @@ def cmd_curate(args) -> int:
     from backend.config import ConfigError
     from backend.curate import CurateConfig
     from backend.synth_config import SynthConfig
-    from actors.curate_run import curate_runs
 
     data = yaml.safe_load(open(args.config)) if args.config else {}
     try:
@@ -391,15 +390,10 @@ def cmd_curate(args) -> int:
         judge = SynthConfig(**{**(data.get("synth") or {}), "generator": "openai"}).validate() if args.judge else None
     except (ConfigError, TypeError) as exc:
         raise _UserError(str(exc)) from None
-    client = _connect(args)
-    runs = args.run or [r["run_id"] for r in client.runs(args.project) if r["kind"] == "synth"
-                        and r["status"] in {"succeeded", "budget_stopped"}][:1]
-    if not runs:
-        raise _UserError(f"no finished synthesis run in project '{args.project}'; run `doctune synth` first")
-    version = curate_runs(client, args.project, runs, cfg, judge_with=judge)
-    if version is None:
-        raise _UserError(f"no sample of {', '.join(runs)} survived curation; loosen the thresholds")
-    info = next(d for d in client.datasets(args.project) if d["version"] == version)
+    try:
+        info = _connect(args).curate(args.project, args.run, cfg, judge_cfg=judge)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
     _emit(args, info, lambda d: print(f"dataset {d['version']}: {d['samples']} samples "
                                       f"({', '.join(f'{k} {v}' for k, v in sorted(d['splits'].items()))}); "
                                       f"dropped {d['stats'].get('dropped', 0)}"))
@@ -417,23 +411,13 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from pathlib import Path
-
-    from backend.export import export_dataset
-
-    client = _connect(args)
-    version = args.dataset or client.store.latest_dataset(args.project)
-    if version is None:
-        raise _UserError(f"project '{args.project}' has no dataset version; run `doctune synth` first")
-    rows = client.store.dataset_rows(args.project, version)
-    if not rows:
-        known = ", ".join(d["version"] for d in client.datasets(args.project))
-        raise _UserError(f"no dataset version '{version}' in project '{args.project}' (versions: {known})")
-    paths = export_dataset(rows, args.format, Path(args.out), f"{args.project}_{version}",
-                           system_prompt=args.system_prompt)
-    _emit(args, {"version": version, "format": args.format, "files": [str(p) for p in paths]},
-          lambda d: print(f"exported {args.project} {version} as {args.format}:\n" + "\n".join(
-              f"  {p}" for p in d["files"])))
+    try:
+        exported = _connect(args).export(args.project, args.format, args.out, version=args.dataset,
+                                         system_prompt=args.system_prompt)
+    except ValueError as exc:
+        raise _UserError(str(exc)) from None
+    _emit(args, exported, lambda d: print(f"exported {args.project} {d['version']} as {args.format}:\n" + "\n".join(
+        f"  {p}" for p in d["files"])))
     return 0
 
 

@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Callable
 
 from backend.config import IngestConfig, resolve_home
+from backend.curate import CurateConfig
+from backend.export import export_dataset
+from actors.curate_run import curate_runs
 from actors.runtime import init_ray
 
 
@@ -109,6 +112,48 @@ class DocTune:
 
     def datasets(self, project: str) -> list[dict]:
         return self.store.datasets(project)
+
+    def curate(self, project: str, run_ids: list[str] | None = None, cfg: CurateConfig | None = None,
+               judge_cfg=None) -> dict:
+        """Curate synthesis runs' samples into a new dataset version; returns that version as `datasets` lists it.
+
+        Args:
+            run_ids: the synthesis runs to curate (default: the latest that finished).
+            cfg: thresholds and checks (default: `CurateConfig()`).
+            judge_cfg: a SynthConfig of an OpenAI-compatible endpoint to score samples with (needs
+                `cfg.judge_threshold` to drop any).
+
+        Raises:
+            ValueError: no finished synthesis run, or no sample survived curation.
+            ConfigError: `cfg` has problems (each with its fix).
+        """
+        run_ids = run_ids or [r["run_id"] for r in self.runs(project) if r["kind"] == "synth"
+                              and r["status"] in {"succeeded", "budget_stopped"}][:1]
+        if not run_ids:
+            raise ValueError(f"no finished synthesis run in project '{project}'; run `doctune synth` first")
+        version = curate_runs(self, project, run_ids, cfg, judge_with=judge_cfg)
+        if version is None:
+            raise ValueError(f"no sample of {', '.join(run_ids)} survived curation; loosen the thresholds")
+        return next(d for d in self.datasets(project) if d["version"] == version)
+
+    def export(self, project: str, fmt: str, out: str | Path, *, version: str | None = None,
+               system_prompt: str | None = None) -> dict:
+        """Write a dataset version (the latest by default) as Alpaca, ShareGPT, OpenAI messages or Parquet files
+        under `out`; returns the version, the format and the files written.
+
+        Raises:
+            ValueError: the project has no dataset version, no version `version`, or samples the format cannot
+                hold (`backend.export.export_dataset`).
+        """
+        version = version or self.store.latest_dataset(project)
+        if version is None:
+            raise ValueError(f"project '{project}' has no dataset version; run `doctune synth` first")
+        rows = self.store.dataset_rows(project, version)
+        if not rows:
+            known = ", ".join(d["version"] for d in self.datasets(project))
+            raise ValueError(f"no dataset version '{version}' in project '{project}' (versions: {known})")
+        paths = export_dataset(rows, fmt, Path(out), f"{project}_{version}", system_prompt=system_prompt)
+        return {"version": version, "format": fmt, "files": [str(p) for p in paths]}
 
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
         """Splits, task mix, judge scores, coverage and curation stats of a version (the latest by default);
