@@ -1,0 +1,82 @@
+"""Commands that judge the models: `eval`, `eval-show`, `models`, `eval-matrix`."""
+
+from __future__ import annotations
+
+import argparse
+
+from backend.base_models import list_models
+from backend.config import resolve_home
+from backend.synth_config import SynthConfig
+from actors.cli.common import UserError, connect, emit
+from actors.printers import eval_document, print_eval, print_eval_matrix, print_models
+
+
+def add_commands(sub) -> None:
+    ev = sub.add_parser("eval", help="base against tuned on the held-out split, the knowledge probes and the "
+                                     "retention set: metrics, intervals, judge")
+    ev.add_argument("--run", required=True, help="a completed training run")
+    ev.add_argument("--split", default="test")
+    ev.add_argument("--judge", action=argparse.BooleanOptionalAction, default=False,
+                    help="pairwise LLM judge, both orders (endpoint: --base-url/--model or --config)")
+    ev.add_argument("--base-url", default=None, help="judge endpoint (default DeepSeek)")
+    ev.add_argument("--model", default=None, help="judge model")
+    ev.add_argument("--config", default=None, help="YAML of SynthConfig settings for the judge endpoint")
+    ev.add_argument("--limit", type=int, default=None,
+                    help="evaluate the first N prompts of each set (held-out split, knowledge probes, retention)")
+    ev.add_argument("--max-new-tokens", type=int, default=128)
+    ev.add_argument("--batch-size", type=int, default=8)
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(func=cmd_eval)
+
+    es = sub.add_parser("eval-show", help="print a stored evaluation again, without recomputing it")
+    es.add_argument("eval_run", help="an evaluation run (see `doctune runs`)")
+    es.add_argument("--json", action="store_true")
+    es.set_defaults(func=cmd_eval_show)
+
+    mo = sub.add_parser("models", help="the base models this machine has (nothing is downloaded)")
+    mo.add_argument("--json", action="store_true")
+    mo.set_defaults(func=cmd_models)
+
+    em = sub.add_parser("eval-matrix", help="base and several adapters on one frozen eval set, in one table")
+    em.add_argument("--runs", nargs="+", required=True, help="training runs (each evaluated on the same prompts)")
+    em.add_argument("--set", default="test", help="eval set: the split, or retention")
+    em.add_argument("--json", action="store_true")
+    em.set_defaults(func=cmd_eval_matrix)
+
+
+def cmd_eval(args) -> int:
+    judge = _judge_config(args).validate() if args.judge else None
+    result = connect(args).evaluate(args.run, split=args.split, limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                    batch_size=args.batch_size, judge_cfg=judge)
+    emit(args, eval_document(result), print_eval)
+    return 0 if result["status"] == "completed" else 1
+
+
+def _judge_config(args) -> SynthConfig:
+    """The judge's endpoint: the --config file (or the defaults), then --base-url and --model."""
+    judge = SynthConfig.from_file(args.config) if args.config else SynthConfig()
+    judge.generator = "openai"
+    if args.base_url:
+        judge.base_url = args.base_url
+    if args.model:
+        judge.model = args.model
+    return judge
+
+
+def cmd_eval_show(args) -> int:
+    run = connect(args).store.run(args.eval_run)
+    if run is None or run["kind"] != "eval":
+        raise UserError(f"no evaluation run '{args.eval_run}'; list them with `doctune runs`")
+    result = {"run_id": run["run_id"], "status": run["status"], "error": run["error"], **(run["summary"] or {})}
+    emit(args, eval_document(result), print_eval)
+    return 0
+
+
+def cmd_models(args) -> int:
+    emit(args, list_models(resolve_home(args.home)), print_models)
+    return 0
+
+
+def cmd_eval_matrix(args) -> int:
+    emit(args, connect(args).comparison_matrix(args.runs, args.set), print_eval_matrix)
+    return 0
