@@ -7,9 +7,12 @@ from pathlib import Path
 from typing import Callable
 
 from backend.config import resolve_home
+from backend.curate_config import CurateConfig
 from backend.eval_config import EvalConfig
+from backend.export_config import ExportConfig
 from backend.ingest_config import IngestConfig
 from backend.run_status import ACTIVE, RunStatus
+from backend.synth_config import SynthConfig
 from actors import runs
 from actors.runtime import init_ray
 
@@ -136,6 +139,29 @@ class DocTune:
     def datasets(self, project: str) -> list[dict]:
         return self.store.datasets(project)
 
+    def export(self, project: str, cfg: ExportConfig, *, version: str | None = None) -> dict:
+        """Write a dataset version (the latest by default) as `cfg` says (Alpaca, ShareGPT, OpenAI messages or
+        Parquet files under `cfg.out`); returns the version, the format and the files written.
+
+        Raises:
+            ValueError: the project has no dataset version, no version `version`, or samples the format cannot
+                hold (`backend.export.export_dataset`).
+            ConfigError: `cfg` has problems (each with its fix).
+        """
+        from backend.export import export_dataset  # pyarrow: loaded by the commands that write files
+
+        cfg.validate()
+        version = version or self.store.latest_dataset(project)
+        if version is None:
+            raise ValueError(f"project '{project}' has no dataset version; run `doctune synth` first")
+        rows = self.store.dataset_rows(project, version)
+        if not rows:
+            known = ", ".join(d["version"] for d in self.datasets(project))
+            raise ValueError(f"no dataset version '{version}' in project '{project}' (versions: {known})")
+        paths = export_dataset(cfg.chosen(rows), cfg.format, Path(cfg.out), f"{project}_{version}",
+                               system_prompt=cfg.system_prompt)
+        return {"version": version, "format": cfg.format, "files": [str(p) for p in paths]}
+
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
         """Splits, task mix, judge scores, coverage and curation stats of a version (the latest by default);
         None when the project has no dataset yet."""
@@ -158,25 +184,35 @@ class DocTune:
         """
         return self.store.derive_dataset(project, version, edits=edits, rejects=rejects, note=note)
 
-    def curate(self, project: str, source_runs: list[str] | None = None, cfg=None, *, judge_with=None,
-               wait: bool = True) -> dict:
-        """Curate synthesis runs' samples (by default the newest finished one) into a new dataset version, in a
-        curation run; `judge_with` (an endpoint's SynthConfig) scores them first.
+    def curate(self, project: str, run_ids: list[str] | None = None, cfg: CurateConfig | None = None, *,
+               judge_cfg: SynthConfig | None = None, wait: bool = True) -> dict:
+        """Curate synthesis runs' samples into a new dataset version, in a curation run (kind `curate`); returns
+        the version as `datasets` lists it, with the curation's `run_id`.
 
-        Returns the run's summary: `run_id`, `status`, `dataset` (None when no sample survived).
+        Args:
+            run_ids: the synthesis runs to curate (default: the latest that finished).
+            cfg: thresholds and checks (default: `CurateConfig()`).
+            judge_cfg: an OpenAI-compatible endpoint to score samples with (needs `cfg.judge_threshold` to drop
+                any); its requests are logged under the curation run.
+            wait: off: return `{"run_id", "status"}` once the run is started.
 
         Raises:
-            ValueError: no finished synthesis run to curate.
-            ConfigError: the curation config has problems.
+            ValueError: no finished synthesis run, or no sample survived curation.
+            ConfigError: `cfg` has problems (each with its fix).
         """
         from actors.curate_run import start_curate_run
 
-        if not source_runs:
-            source_runs = [r["run_id"] for r in self.runs(project) if r["kind"] == "synth"
-                           and r["status"] in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED}][:1]
-        if not source_runs:
+        run_ids = run_ids or [r["run_id"] for r in self.runs(project) if r["kind"] == "synth"
+                              and r["status"] in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED}][:1]
+        if not run_ids:
             raise ValueError(f"no finished synthesis run in project '{project}'; run `doctune synth` first")
-        return start_curate_run(self, project, source_runs, cfg, judge_with, wait=wait)
+        result = start_curate_run(self, project, run_ids, cfg, judge_cfg, wait=wait)
+        if not wait:
+            return result
+        if result["dataset"] is None:
+            raise ValueError(f"no sample of {', '.join(run_ids)} survived curation; loosen the thresholds")
+        return next(d for d in self.datasets(project) if d["version"] == result["dataset"]) | {
+            "run_id": result["run_id"]}
 
     # ---- training ----------------------------------------------------------------------------
     def train(self, project: str | None, cfg=None, *, version: str | None = None, resume_run: str | None = None,

@@ -1,9 +1,5 @@
-"""Who may see the dashboard. On 127.0.0.1 (the default) only this machine's users can reach it; on any other
-address `doctune dashboard` refuses to start without one of these gates:
-
-- `DOCTUNE_DASHBOARD_PASSWORD`: a shared access password, asked once per browser session;
-- `DOCTUNE_DASHBOARD_AUTH=oidc`: Streamlit's OIDC login (`st.login`), configured in `.streamlit/secrets.toml`.
-"""
+"""The dashboard's login gate: a password form or Streamlit's OIDC login, whichever the environment configures
+(the settings and when a gate is required: `backend/auth_config.py`)."""
 
 from __future__ import annotations
 
@@ -12,13 +8,12 @@ import os
 
 import streamlit as st
 
-PASSWORD_VARIABLE = "DOCTUNE_DASHBOARD_PASSWORD"
-AUTH_VARIABLE = "DOCTUNE_DASHBOARD_AUTH"
+from backend.auth_config import PASSWORD_VARIABLE, uses_oidc
 
 
 def require_login() -> None:
     """Stop the script run here until the visitor has passed the configured gate (if any)."""
-    if os.environ.get(AUTH_VARIABLE) == "oidc":
+    if uses_oidc():
         if not st.user.is_logged_in:
             st.title("DocTune")
             st.button("Log in", on_click=st.login)

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 import streamlit as st
 
-from actors.client import ACTIVE as LIVE  # queued or running
+from actors.client import ACTIVE as LIVE  # noqa: F401 (queued or running; the pages import it from here)
 from actors.client import DocTune
 
 

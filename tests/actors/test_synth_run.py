@@ -130,9 +130,9 @@ def test_judge_scores_and_threshold_drop_bad_samples(client, tmp_path):
         cfg = openai_cfg(server, max_chunks=None, tasks_per_chunk=1, task_mix={"qa": 1.0}, probe_share=0)
         run = client.synth("j", cfg)["run_id"]
         before = server.stats()["judge"]
-        version = client.curate("j", [run], CurateConfig(judge_threshold=3.0), judge_with=cfg)["dataset"]
+        version = client.curate("j", [run], CurateConfig(judge_threshold=3.0), judge_cfg=cfg)["version"]
         judged = server.stats()["judge"] - before
-        again = client.curate("j", [run], replace(CurateConfig(), judge_threshold=3.0), judge_with=cfg)["dataset"]
+        again = client.curate("j", [run], replace(CurateConfig(), judge_threshold=3.0), judge_cfg=cfg)["version"]
         assert server.stats()["judge"] - before == judged  # judgements come from the cache the second time
     samples = client.store.samples([run])
     assert judged == len(samples)
@@ -163,7 +163,7 @@ def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
     version = run["dataset"]
     plain = {r["path"] for r in client.store.dataset_rows("x", version)}
     assert {"docs/good.md", "docs/wrong.md", "docs/loop.md"} <= plain
-    checked = client.curate("x", [run["run_id"]], CurateConfig(exec_check=True, exec_timeout_s=2))["dataset"]
+    checked = client.curate("x", [run["run_id"]], CurateConfig(exec_check=True, exec_timeout_s=2))["version"]
     rows = client.store.dataset_rows("x", checked)
     assert {r["path"] for r in rows if r["path"].startswith("docs/")} == {"docs/good.md"}
     assert {r["exec_status"] for r in rows if r["path"] == "docs/good.md"} == {"pass"}

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE
 from backend.config import DB_FILENAME
 from backend.store import Store
-from dashboard.auth import AUTH_VARIABLE, PASSWORD_VARIABLE
 from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_store
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")

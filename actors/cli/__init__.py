@@ -1,0 +1,61 @@
+"""`doctune`: the command line. Each group of commands is a module that adds its subcommands and runs them;
+what they raise becomes an exit code and one message here, in one table. Heavy libraries (Ray, DuckDB, pyarrow,
+langchain, torch) load inside the commands that use them, so `doctune --help` answers at once."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from actors.cli import corpus, data, evaluation, ops, training
+from actors.cli.common import UserError, connect
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (Exception, KeyboardInterrupt) as exc:
+        for raised, code, message in _exit_codes():
+            if isinstance(exc, raised):
+                print(message(exc, args), file=sys.stderr)
+                return code
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="doctune",
+        description="Turn a repository's documentation into a fine-tuning dataset and a LoRA-tuned model.",
+    )
+    p.add_argument("--home", default=None,
+                   help="folder holding the database and run artifacts (env DOCTUNE_HOME; default data/runtime)")
+    p.add_argument("--ray-address", default=None,
+                   help="join this Ray cluster (env RAY_ADDRESS); default: start a local one on 127.0.0.1")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (corpus, data, training, evaluation, ops):
+        group.add_commands(sub)
+    return p
+
+
+def _exit_codes() -> list[tuple]:
+    """(what a command raised, exit code, the line for stderr), first match wins. The messages are written where
+    the problem is found and say how to fix it; anything not listed is a bug and keeps its traceback."""
+    # backend.ingest imports pyarrow: loaded once a command has failed, not for `doctune --help`
+    from backend.ingest import IngestError
+
+    return [
+        (KeyboardInterrupt, 130, lambda exc, args: "interrupted; finished batches are stored, rerun to continue"),
+        (KeyError, 2, _unknown_project),
+        # StoreLockedError is one; Ray re-raises the store actor's with the actor's traceback appended
+        (RuntimeError, 2, lambda exc, args: "error: " + str(exc).split("\n")[0]),
+        # ConfigError is a ValueError: its message lists every problem of the config with its fix
+        ((UserError, ValueError, IngestError), 2, lambda exc, args: f"error: {exc}"),
+    ]
+
+
+def _unknown_project(exc: KeyError, args) -> str:
+    """The client raises KeyError for a project that does not exist (its Raises say so)."""
+    names = ", ".join(p["name"] for p in connect(args).projects()) or "none yet"
+    return (f"error: no project '{args.project}' (projects: {names}); create it with "
+            f"`doctune ingest PATH --project {args.project}`")

@@ -1,0 +1,106 @@
+"""Commands that make and ship the dataset: `synth`, `curate`, `datasets`, `export`, `dead-letters`."""
+
+from __future__ import annotations
+
+import yaml
+
+from backend.config_base import add_config_flags, apply_config_flags
+from backend.curate_config import CurateConfig
+from backend.export_config import ExportConfig
+from backend.synth_config import SynthConfig
+from actors.cli.common import add_project_view, connect, emit
+from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_synth,
+                             progress_bar)
+
+# the config fields each command sets from its flags (flag names and help live with the fields)
+SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
+               "endpoint.tpm", "language", "max_chunks", "max_cost_usd"]
+CURATE_FLAGS = ["judge_threshold", "near_dup_threshold", "exec_check"]
+EXPORT_FLAGS = ["format", "out", "system_prompt"]
+
+
+def add_commands(sub) -> None:
+    sy = sub.add_parser("synth", help="generate instruction samples from a project's chunks")
+    sy.add_argument("--project", required=True)
+    sy.add_argument("--config", default=None, help="YAML file of SynthConfig settings (see README)")
+    add_config_flags(sy, SynthConfig, SYNTH_FLAGS)
+    sy.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate; send nothing")
+    sy.add_argument("--retry-failed", action="store_true", help="retry only the dead letters of the last run")
+    sy.add_argument("--new", action="store_true", help="start a new run even if an unfinished one could resume")
+    sy.add_argument("--json", action="store_true")
+    sy.set_defaults(func=cmd_synth)
+
+    cu = sub.add_parser("curate", help="curate a synthesis run's samples into a new dataset version")
+    cu.add_argument("--project", required=True)
+    cu.add_argument("--run", action="append", default=[], help="synthesis run(s) (default: the latest)")
+    cu.add_argument("--judge", action="store_true", help="score samples with the LLM judge (--config endpoint)")
+    add_config_flags(cu, CurateConfig, CURATE_FLAGS)
+    cu.add_argument("--config", default=None, help="YAML with `curate:` and `synth:` sections")
+    cu.add_argument("--json", action="store_true")
+    cu.set_defaults(func=cmd_curate)
+
+    add_project_view(sub, "datasets", "dataset versions with sample counts per split", cmd_datasets)
+
+    ex = sub.add_parser("export", help="write a dataset version as Alpaca, ShareGPT, OpenAI messages or Parquet")
+    ex.add_argument("--project", required=True)
+    ex.add_argument("--dataset", default=None, help="version (default: the latest)")
+    add_config_flags(ex, ExportConfig, EXPORT_FLAGS)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export)
+
+    add_project_view(sub, "dead-letters", "units that kept failing, with their reasons", cmd_dead_letters)
+
+
+def cmd_synth(args) -> int:
+    cfg = _synth_config(args).validate()
+    client = connect(args)
+    with progress_bar("synthesizing", args.json) as on_progress:
+        summary = client.synth(args.project, cfg, retry_failed=args.retry_failed, new_run=args.new,
+                               dry_run=args.dry_run, on_progress=on_progress)
+    emit(args, summary, print_synth)
+    return 0 if summary.get("dry_run") or summary["status"] in {"completed", "budget_stopped"} else 1
+
+
+def _synth_config(args) -> SynthConfig:
+    cfg = SynthConfig.from_file(args.config) if args.config else SynthConfig()
+    apply_config_flags(cfg, args, SYNTH_FLAGS)
+    if args.config is None and getattr(args, "endpoint.base_url") and args.generator is None:
+        cfg.generator = "openai"  # an endpoint given on the command line means: use it
+    return cfg
+
+
+def cmd_curate(args) -> int:
+    cfg, judge = _curate_configs(args)
+    emit(args, connect(args).curate(args.project, args.run, cfg, judge_cfg=judge), print_curated)
+    return 0
+
+
+def _curate_configs(args) -> tuple[CurateConfig, SynthConfig | None]:
+    """The curation settings (file, then flags) and, with --judge, the judge's endpoint from the file's `synth:`."""
+    data = (yaml.safe_load(open(args.config)) or {}) if args.config else {}
+    cfg = apply_config_flags(CurateConfig.from_dict(data.get("curate") or {}, args.config or "--config"), args,
+                             CURATE_FLAGS).validate()
+    # the judge is always an API endpoint: a `generator:` in the file is overridden, not a clash
+    judge = SynthConfig.from_dict({**(data.get("synth") or {}), "generator": "openai"}, args.config or "--config").validate() \
+        if args.judge else None
+    return cfg, judge
+
+
+def cmd_datasets(args) -> int:
+    rows = connect(args).datasets(args.project)
+    out = [{"version": r["version"], "samples": r["samples"], "splits": r["splits"], "source_runs": r["source_runs"],
+            "created_at": r["created_at"], "note": r["note"], "stats": r["stats"]} for r in rows]
+    emit(args, out, print_datasets)
+    return 0
+
+
+def cmd_export(args) -> int:
+    cfg = apply_config_flags(ExportConfig(), args, EXPORT_FLAGS).validate()
+    exported = connect(args).export(args.project, cfg, version=args.dataset)
+    emit(args, exported, lambda d: print_export(d, args.project))
+    return 0
+
+
+def cmd_dead_letters(args) -> int:
+    emit(args, connect(args).dead_letters(args.project), print_dead_letters)
+    return 0

@@ -1,0 +1,105 @@
+"""Commands on training runs: `train`, `cancel`, `runs`, `merge`, `config show`."""
+
+from __future__ import annotations
+
+from backend.config import resolve_home
+from backend.train_config import TrainConfig, load_preset
+from actors.cli.common import UserError, cluster_named, connect, emit
+from actors.printers import (print_cancelled, print_merged, print_runs, print_train, print_train_config,
+                             progress_bar)
+from actors.runtime import live_cluster_address, start_local_cluster
+
+
+def add_commands(sub) -> None:
+    tr = sub.add_parser("train", help="train a LoRA adapter on a dataset version (one GPU actor per run)")
+    tr.add_argument("--project", default=None)
+    tr.add_argument("--dataset", default=None, help="version (default: the project's latest)")
+    tr.add_argument("--preset", default=None, help="seed, smol, tiny, qwen2.5-coder-1.5b, ... (default: seed with a "
+                                                    "GPU, smol without)")
+    tr.add_argument("--config", default=None, help="YAML overriding a preset (see README)")
+    tr.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    tr.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
+    tr.add_argument("--detach", action="store_true", help="return at once; the run goes on in this home's cluster")
+    tr.add_argument("--json", action="store_true")
+    tr.set_defaults(func=cmd_train)
+
+    ca = sub.add_parser("cancel", help="stop a run (training saves a checkpoint first)")
+    ca.add_argument("run")
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_cancel)
+
+    ru = sub.add_parser("runs", help="list runs (ingest, synthesis, training, evaluation)")
+    ru.add_argument("--project", default=None)
+    ru.add_argument("--limit", type=int, default=50)
+    ru.add_argument("--json", action="store_true")
+    ru.set_defaults(func=cmd_runs)
+
+    me = sub.add_parser("merge", help="merge a run's adapter into its base model (16-bit), optionally GGUF")
+    me.add_argument("run")
+    me.add_argument("--out", default=None, help="output folder (default: the run folder)")
+    me.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
+    me.add_argument("--gguf", action="store_true", help="also write GGUF (needs CUDA and Unsloth)")
+    me.add_argument("--json", action="store_true")
+    me.set_defaults(func=cmd_merge)
+
+    co = sub.add_parser("config", help="show resolved configurations")
+    co_sub = co.add_subparsers(dest="config_command", required=True)
+    cs = co_sub.add_parser("show", help="the model, LoRA and training arguments of a preset")
+    cs.add_argument("--preset", default="seed")
+    cs.add_argument("--config", default=None, help="a YAML overriding a preset")
+    cs.add_argument("--json", action="store_true")
+    co.set_defaults(func=cmd_config)
+
+
+def cmd_train(args) -> int:
+    if args.resume is None and args.project is None:
+        raise UserError("name a --project to train, or --resume RUN")
+    if args.detach and not cluster_named(args):
+        start_local_cluster(resolve_home(args.home))  # the run must outlive this command
+    client = connect(args)
+    cfg = None
+    if args.resume is None:
+        cfg = _train_config(args, gpu=client.cluster_has_gpu())
+        if args.max_steps is not None:
+            cfg.training.max_steps = args.max_steps
+    with progress_bar("training", args.json) as on_progress:
+        result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
+                              wait=not args.detach, on_progress=on_progress)
+    emit(args, result, print_train)
+    return 0 if result["status"] in {"completed", "cancelled", "queued"} else 1
+
+
+def _train_config(args, gpu: bool) -> TrainConfig:
+    """The --config file, else the --preset (by default: seed with a GPU, smol without)."""
+    if args.config:
+        return TrainConfig.from_file(args.config)
+    return load_preset(args.preset or ("seed" if gpu else "smol"))
+
+
+def cmd_cancel(args) -> int:
+    state = connect(args).cancel(args.run)
+    if state not in {"cancelling", "cancelled"} and not live_cluster_address(resolve_home(args.home)):
+        state += " (no cluster holds runs for this home)"
+    emit(args, {"run_id": args.run, "state": state}, print_cancelled)
+    return 0
+
+
+def cmd_runs(args) -> int:
+    rows = connect(args).runs(args.project, args.limit)
+    out = [{"id": r["run_id"], "kind": r["kind"], "status": r["status"], "project": r["project"],
+            "created_at": r["created_at"], "summary": r["summary"], "error": r["error"]} for r in rows]
+    emit(args, out, print_runs)
+    return 0
+
+
+def cmd_merge(args) -> int:
+    emit(args, connect(args).merge(args.run, args.out, args.dtype, args.gguf), print_merged)
+    return 0
+
+
+def cmd_config(args) -> int:
+    cfg = _train_config(args, gpu=False).validate()
+    data = cfg.to_dict()
+    data["effective_batch_size"] = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
+    emit(args, data, print_train_config)
+    return 0
