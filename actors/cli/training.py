@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from backend.config import resolve_home
+from backend.config_base import add_config_flags, apply_config_flags
 from backend.train_config import TrainConfig, load_preset
 from actors.cli.common import UserError, cluster_named, connect, emit
 from actors.printers import (print_cancelled, print_merged, print_runs, print_train, print_train_config,
                              progress_bar)
 from actors.runtime import live_cluster_address, start_local_cluster
+
+
+TRAIN_FLAGS = ["training.max_steps"]  # --preset picks the preset file the config starts from, so it is its own
 
 
 def add_commands(sub) -> None:
@@ -17,7 +21,7 @@ def add_commands(sub) -> None:
     tr.add_argument("--preset", default=None, help="seed, smol, tiny, qwen2.5-coder-1.5b, ... (default: seed with a "
                                                     "GPU, smol without)")
     tr.add_argument("--config", default=None, help="YAML overriding a preset (see README)")
-    tr.add_argument("--max-steps", type=int, default=None, help="stop after N optimizer steps")
+    add_config_flags(tr, TrainConfig, TRAIN_FLAGS)
     tr.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
     tr.add_argument("--detach", action="store_true", help="return at once; the run goes on in this home's cluster")
     tr.add_argument("--json", action="store_true")
@@ -59,9 +63,7 @@ def cmd_train(args) -> int:
     client = connect(args)
     cfg = None
     if args.resume is None:
-        cfg = _train_config(args, gpu=client.cluster_has_gpu())
-        if args.max_steps is not None:
-            cfg.training.max_steps = args.max_steps
+        cfg = apply_config_flags(_train_config(args, gpu=client.cluster_has_gpu()), args, TRAIN_FLAGS)
     with progress_bar("training", args.json) as on_progress:
         result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
                               wait=not args.detach, on_progress=on_progress)
