@@ -102,27 +102,15 @@ class CurateRun:
         self.store = StoreClient(Path(home))
         self.run_id, self.project, self.source_runs = run_id, project, source_runs
         self.cfg, self.judge_with, self.key = cfg, judge_with, key
-        self.status = RunStatus.QUEUED
 
     def run(self) -> dict:
-        self.status = RunStatus.RUNNING
-        self.store.update_run(self.run_id, status=RunStatus.RUNNING)
-        status, error, summary = RunStatus.FAILED, None, {"source_runs": self.source_runs, "dataset": None}
-        try:
+        with runs.recorded(self.store, self.run_id, {"source_runs": self.source_runs, "dataset": None}) as summary:
             summary["dataset"] = curate_runs(self.store, self.project, self.source_runs, self.cfg, self.judge_with,
                                              self.key, self.run_id)
-            status = RunStatus.COMPLETED
-        except Exception as exc:  # stored on the run, and raised to whoever waits for it
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.status = status
-            self.store.finish_run(self.run_id, status, summary, error)
-            runs.end_current_actor()
-        return {"run_id": self.run_id, "status": status, **summary}
+        return {"run_id": self.run_id, "status": RunStatus.COMPLETED.value, **summary}
 
     def progress(self) -> dict:
-        return {"status": self.status}
+        return {"status": RunStatus.RUNNING.value}  # an actor that answers has started its run
 
     def cancel(self) -> None:
         """Curation is short and all-or-nothing: it finishes (a version is immutable once written)."""

@@ -23,30 +23,18 @@ class MergeRun:
         self.store = StoreClient(Path(home))
         self.run_id, self.adapter, self.out, self.dtype, self.gguf = run_id, Path(adapter), Path(out), dtype, gguf
         self.train_run = train_run
-        self.status = RunStatus.QUEUED
 
     def run(self) -> dict:
         from backend.train import export_gguf, merge_to_16bit  # torch: only in the process that merges
 
-        self.status = RunStatus.RUNNING
-        self.store.update_run(self.run_id, status=RunStatus.RUNNING)
-        status, error, summary = RunStatus.FAILED, None, {"run_id": self.train_run}
-        try:
+        with runs.recorded(self.store, self.run_id, {"run_id": self.train_run}) as summary:
             summary["merged"] = str(merge_to_16bit(self.adapter, None, self.out, dtype=self.dtype))
             if self.gguf:
                 summary["gguf"] = str(export_gguf(self.adapter, self.out.parent / "gguf"))
-            status = RunStatus.COMPLETED
-        except Exception as exc:  # stored on the run, and raised to whoever waits for it
-            error = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            self.status = status
-            self.store.finish_run(self.run_id, status, summary, error)
-            runs.end_current_actor()
         return summary
 
     def progress(self) -> dict:
-        return {"status": self.status}
+        return {"status": RunStatus.RUNNING.value}  # an actor still waiting for its GPU answers no call at all
 
     def cancel(self) -> None:
         """A merge is one load and one save: it finishes."""

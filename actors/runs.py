@@ -15,7 +15,8 @@ The actor is named after the run (`actor_name`), detached, so a run is alive exa
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import ray
@@ -87,6 +88,23 @@ def watch(handle: RunHandle, on_progress: Callable[[dict], None] | None = None, 
 def end_current_actor(delay_s: float = 1.0) -> None:
     """End the calling run actor shortly after it returns (its result is already on its way)."""
     threading.Timer(delay_s, ray.kill, args=(ray.get_runtime_context().current_actor,)).start()
+
+
+@contextmanager
+def recorded(store, run_id: str, summary: dict) -> Iterator[dict]:
+    """The body of a short run's `run()`: the row goes `running`, then ends `completed` with `summary` (which the
+    body fills in), or `failed` with the error, which is raised on to the caller; then the actor ends."""
+    store.update_run(run_id, status=RunStatus.RUNNING)
+    status, error = RunStatus.FAILED, None
+    try:
+        yield summary
+        status = RunStatus.COMPLETED
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        raise
+    finally:
+        store.finish_run(run_id, status, summary, error)
+        end_current_actor()
 
 
 def find_actor(run_id: str):
