@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from backend.config import resolve_home
 from backend.curate_config import CurateConfig
@@ -15,6 +15,12 @@ from backend.run_status import ACTIVE, RunStatus
 from backend.synth_config import SynthConfig
 from actors import runs
 from actors.runtime import init_ray
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from backend.train_config import TrainConfig
+    from actors.ingest_run import IngestReport
 
 __all__ = ["ACTIVE", "DocTune", "RunStatus"]
 
@@ -52,7 +58,7 @@ class DocTune:
 
     def ingest(self, path: str | Path, project: str, cfg: IngestConfig | None = None,
                on_progress: Callable[[int, int], None] | None = None,
-               on_plan: Callable[[int], None] | None = None):
+               on_plan: Callable[[int], None] | None = None) -> IngestReport:
         """Ingest a repository folder into `project` (an ingest run on this node), with progress callbacks.
 
         Raises:
@@ -95,8 +101,9 @@ class DocTune:
         return runs.with_liveness([row])[0]
 
     # ---- synthesis ---------------------------------------------------------------------------
-    def synth(self, project: str, cfg, *, retry_failed: bool = False, new_run: bool = False, dry_run: bool = False,
-              on_progress: Callable[[dict], None] | None = None, curate_cfg=None, wait: bool = True) -> dict:
+    def synth(self, project: str, cfg: SynthConfig, *, retry_failed: bool = False, new_run: bool = False,
+              dry_run: bool = False, on_progress: Callable[[dict], None] | None = None,
+              curate_cfg: CurateConfig | None = None, wait: bool = True) -> dict:
         """Generate samples for `project`'s chunks, resuming an unfinished run of the same config.
 
         Returns a summary: run id, status, counts, tokens, cost, and the dataset version it curated into.
@@ -215,8 +222,9 @@ class DocTune:
             "run_id": result["run_id"]}
 
     # ---- training ----------------------------------------------------------------------------
-    def train(self, project: str | None, cfg=None, *, version: str | None = None, resume_run: str | None = None,
-              wait: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict:
+    def train(self, project: str | None, cfg: TrainConfig | None = None, *, version: str | None = None,
+              resume_run: str | None = None, wait: bool = True,
+              on_progress: Callable[[dict], None] | None = None) -> dict:
         """Train a LoRA adapter on a dataset version (the latest by default), or resume a run.
 
         Raises:
@@ -237,10 +245,12 @@ class DocTune:
         """
         return runs.cancel(self.store, run_id)
 
-    def metrics(self, run_id: str, names: list[str] | None = None):
+    def metrics(self, run_id: str, names: list[str] | None = None) -> pa.Table:
+        """step, name, value, ts of a run's metrics (all names, or those given), in step order."""
         return self.store.metrics(run_id, names)
 
-    def metric_series(self, run_ids: list[str], names: list[str], x: str = "step", max_points: int = 400):
+    def metric_series(self, run_ids: list[str], names: list[str], x: str = "step",
+                      max_points: int = 400) -> pa.Table:
         """Downsampled curves (an Arrow table: run_id, name, x, value, min, max) against step, epoch or
         num_tokens; at most `max_points` points per run and metric, averaged in the store."""
         return self.store.metric_series(run_ids, names, x=x, max_points=max_points)

@@ -127,8 +127,9 @@ def start_curate_run(client, project: str, source_runs: list[str], cfg: CurateCo
     """
     cfg = (cfg or CurateConfig()).validate()
     run_id = new_run_id("curate")
-    client.store.create_run(run_id, "curate", project, {
-        "source_runs": source_runs, "curate": asdict(cfg), "judge_model": judge_with.endpoint.model if judge_with else None})
+    judge_model = judge_with.endpoint.model if judge_with else None
+    client.store.create_run(run_id, "curate", project,
+                            {"source_runs": source_runs, "curate": asdict(cfg), "judge_model": judge_model})
     client.store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(CurateRun, run_id, str(client.home), run_id, project, source_runs, cfg, judge_with,
                          Secret(api_key()))

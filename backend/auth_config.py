@@ -1,5 +1,5 @@
-"""Who may see the dashboard (the settings of its gate). On 127.0.0.1 (the default) only this machine's users can reach it; on any other
-address `doctune dashboard` refuses to start without one of these gates:
+"""Who may see the dashboard: the settings of its gate. On 127.0.0.1 (the default) only this machine's users can
+reach it; on any other address `doctune dashboard` refuses to start without one of these gates:
 
 - `DOCTUNE_DASHBOARD_PASSWORD`: a shared access password, asked once per browser session;
 - `DOCTUNE_DASHBOARD_AUTH=oidc`: Streamlit's OIDC login (`st.login`), configured in `.streamlit/secrets.toml`.

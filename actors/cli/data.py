@@ -81,8 +81,10 @@ def _curate_configs(args) -> tuple[CurateConfig, SynthConfig | None]:
     cfg = apply_config_flags(CurateConfig.from_dict(data.get("curate") or {}, args.config or "--config"), args,
                              CURATE_FLAGS).validate()
     # the judge is always an API endpoint: a `generator:` in the file is overridden, not a clash
-    judge = SynthConfig.from_dict({**(data.get("synth") or {}), "generator": "openai"}, args.config or "--config").validate() \
-        if args.judge else None
+    judge = None
+    if args.judge:
+        judge = SynthConfig.from_dict({**(data.get("synth") or {}), "generator": "openai"}, args.config or "--config")
+        judge.validate()
     return cfg, judge
 
 
