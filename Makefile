@@ -9,10 +9,13 @@ GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 EXTRAS := dev$(if $(GPU),$(comma)gpu)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 CHROMIUM := /usr/bin/chromium
+BWRAP := /usr/bin/bwrap
+# a Debian package, with the package lists refreshed only when the first try fails
+apt_install = $(SUDO) apt-get install -y -q $(1) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(1))
 
-.PHONY: setup browser demo test test-fast bench clean
+.PHONY: setup sandbox browser demo test test-fast bench clean
 
-setup: $(STAMP)
+setup: $(STAMP) sandbox
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -29,18 +32,24 @@ $(STAMP): pyproject.toml Makefile
 browser: $(CHROMIUM)
 
 $(CHROMIUM):
-	$(SUDO) apt-get install -y -q chromium || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+	$(call apt_install,chromium)
+
+# the execution check (`curate --exec-check`, evaluation's pass rate) runs document code in bubblewrap
+sandbox: $(BWRAP)
+
+$(BWRAP):
+	$(call apt_install,bubblewrap)
 
 # DEMO_ARGS=--no-dashboard stops after the summary instead of serving the dashboard
-demo: $(STAMP)
+demo: setup
 	$(BIN)/doctune demo $(DEMO_ARGS)
 
 # everything, slow tests included (what CI runs)
-test: $(STAMP) browser
+test: setup browser
 	$(BIN)/pytest
 
 # the quick loop while developing
-test-fast: $(STAMP)
+test-fast: setup
 	$(BIN)/pytest -m "not slow"
 
 bench: $(STAMP) browser

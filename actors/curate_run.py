@@ -24,9 +24,37 @@ from actors.llm_pool import generator_pool
 from actors.store_actor import StoreClient
 
 
-@ray.remote
+EXEC_BATCH = 50
+"""Samples per execution-check task."""
+
+
+# a task whose worker died is not retried as such: `exec_statuses` checks its samples again one by one
+@ray.remote(max_retries=0)
 def exec_check_task(samples: list[dict], repo_root: str | None, timeout_s: float) -> dict[str, str]:
     return exec_check(samples, Path(repo_root) if repo_root else None, timeout_s=timeout_s)
+
+
+def exec_statuses(samples: list[dict], repo_root: str | None, timeout_s: float,
+                  check=exec_check_task) -> dict[str, str]:
+    """sample_id → sandbox status (`exec_check`), in parallel tasks (`check`) of `EXEC_BATCH` samples.
+
+    A task whose process dies (its worker crashed or was killed for memory) fails only its own samples: they are
+    checked again one per task, and a sample whose own check dies is `crashed` (dropped as `exec_failed: crashed`);
+    the curation goes on."""
+    results: dict[str, str] = {}
+    batches = [samples[i:i + EXEC_BATCH] for i in range(0, len(samples), EXEC_BATCH)]
+    while batches:
+        tasks = [(check.remote(batch, repo_root, timeout_s), batch) for batch in batches]
+        batches = []
+        for ref, batch in tasks:
+            try:
+                results.update(ray.get(ref))
+            except (ray.exceptions.WorkerCrashedError, ray.exceptions.OutOfMemoryError):
+                if len(batch) > 1:
+                    batches += [[s] for s in batch]
+                else:
+                    results[batch[0]["sample_id"]] = "crashed"
+    return results
 
 
 def judge_scores(store: StoreClient, project: str, samples: list[dict], judge_cfg: SynthConfig, key: Secret,
@@ -81,10 +109,7 @@ def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: Curat
     exec_results = None
     if cfg.exec_check:
         root = next((p["root"] for p in store.projects() if p["name"] == project), None)
-        batches = [samples[i:i + 50] for i in range(0, len(samples), 50)]
-        exec_results = {}
-        for part in ray.get([exec_check_task.remote(b, root, cfg.exec_timeout_s) for b in batches]):
-            exec_results.update(part)
+        exec_results = exec_statuses(samples, root, cfg.exec_timeout_s)
     result = curate(samples, cfg, judge_scores=scores, exec_results=exec_results)
     if not result.kept:
         return None

@@ -35,9 +35,9 @@ from backend.synth_config import PROBE_TASK
 SHINGLE_WORDS = 5
 """Words per shingle for near-duplicate detection."""
 
-# exec statuses (from `backend.sandbox`) that drop a sample; "error" (the sandbox could not run)
-# and "no_code" are not the sample's fault and keep it
-EXEC_FAILED = {"fail", "timeout", "memory"}
+# exec statuses (from `backend.sandbox`, and "crashed" when the check's own process died) that drop a sample;
+# "error" (the sandbox could not run) and "no_code" are not the sample's fault and keep it
+EXEC_FAILED = {"fail", "timeout", "memory", "crashed"}
 
 
 @dataclass
@@ -49,8 +49,9 @@ class CurationResult:
     are joined with "; "."""
     stats: dict
     """Counts: input, kept, dropped, by_split, by_task, by_language (kept), dropped_by_reason (each
-    reason code once per sample it applies to), exact_duplicates, near_duplicates, duplicate_rate
-    (share of the samples that reached dedup dropped as duplicates)."""
+    reason code once per sample it applies to), exec_failed_by_status (sandbox status → samples dropped as
+    exec_failed), exact_duplicates, near_duplicates, duplicate_rate (share of the samples that reached dedup
+    dropped as duplicates)."""
 
 
 # --- text of a sample -----------------------------------------------------------------------------
@@ -393,8 +394,8 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
         cfg: the curation settings.
         judge_scores: sample_id → LLM-judge score (1-10). Used to drop only when
             `cfg.judge_threshold` is set; recorded as `judge_score` on every kept sample either way.
-        exec_results: sample_id → sandbox status (from `exec_check`). fail, timeout and memory drop
-            the sample as `exec_failed`; other statuses and missing ids keep it.
+        exec_results: sample_id → sandbox status (from `exec_check`). fail, timeout, memory and crashed drop
+            the sample as `exec_failed: <status>`; other statuses and missing ids keep it.
 
     Raises:
         ConfigError: cfg has problems.
@@ -427,7 +428,7 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
                 and judge_scores[sid] < cfg.judge_threshold:
             drop(sid, ["judge_below_threshold"])
         elif exec_results.get(sid) in EXEC_FAILED:
-            drop(sid, ["exec_failed"])
+            drop(sid, [f"exec_failed: {exec_results[sid]}"])
         else:
             alive.append(s)
 
@@ -457,6 +458,8 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
         "by_task": dict(sorted(Counter(_text(r.get("task")) for r in kept).items())),
         "by_language": dict(sorted(Counter(_text(r.get("language")) for r in kept).items())),
         "dropped_by_reason": dict(sorted(reason_counts.items())),
+        "exec_failed_by_status": dict(sorted(Counter(r.split(": ", 1)[1] for r in dropped.values()
+                                                     if r.startswith("exec_failed: ")).items())),
         "exact_duplicates": len(exact),
         "near_duplicates": len(near),
         "duplicate_rate": (len(exact) + len(near)) / reached_dedup if reached_dedup else 0.0,

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass, field
 
 from backend.config_base import Config
+from backend.sandbox import sandbox_problem
 
 PROBE_SPLIT = "probe"
 """The split of knowledge probes: questions about the train split's files, never trained on."""
@@ -44,8 +45,9 @@ class CurateConfig(Config):
     seed: int = 13
     """Seed of the MinHash permutations and of the file order that decides splits."""
     exec_check: bool = field(default=False, metadata={"flag": "--exec-check"})
-    """Run each sample's Python blocks in the sandbox (`exec_check`) and drop those that fail, time out
-    or run out of memory. Off by default: it costs a process per sample."""
+    """Run each sample's Python blocks in the sandbox (`exec_check`, bubblewrap: `apt-get install bubblewrap`) and
+    drop those that fail, time out, run out of memory or crash their check. Off by default: it costs a sandbox per
+    sample."""
     exec_timeout_s: float = 10
     """Wall-clock limit of one sample's execution check."""
 
@@ -78,4 +80,6 @@ class CurateConfig(Config):
             out.append(f"curate.splits fractions sum to {sum(fracs):g}; they must sum to 1")
         if self.exec_timeout_s <= 0:
             out.append(f"curate.exec_timeout_s={self.exec_timeout_s} must be positive; 10 is typical")
+        if self.exec_check and sandbox_problem():
+            out.append(f"curate.exec_check is on, but {sandbox_problem()}")
         return out

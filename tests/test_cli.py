@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -15,6 +16,14 @@ def test_help_imports_nothing_heavy():
     assert out.stdout.strip() == "[]"
     helped = run_cli("--help")
     assert helped.returncode == 0 and "ingest" in helped.stdout and "--home" in helped.stdout
+
+
+def test_exec_check_without_bubblewrap_is_refused_with_the_install_command(tmp_path):
+    # a PATH that holds only the virtualenv: no bwrap on it (the check runs before any cluster starts)
+    out = run_cli("curate", "--project", "p", "--exec-check", home=tmp_path / "h",
+                  env={"PATH": str(Path(sys.executable).parent)})
+    assert out.returncode == 2, out.stderr
+    assert "apt-get install bubblewrap" in out.stderr and not (tmp_path / "h").exists()
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -171,6 +171,25 @@ def test_exec_check_runs_code_samples_against_the_repository(client, tmp_path):
     assert stats["dropped_by_reason"]["exec_failed"] >= 2
 
 
+def test_a_check_that_crashes_its_worker_fails_only_its_own_sample(ray_session):
+    import os
+
+    import ray
+
+    from actors.curate_run import exec_statuses
+
+    @ray.remote(max_retries=0)
+    def crashing_check(samples, repo_root, timeout_s):
+        if any(s["sample_id"] == "crash" for s in samples):
+            os._exit(1)  # the worker dies: WorkerCrashedError
+        return {s["sample_id"]: "pass" for s in samples}
+
+    samples = [{"sample_id": f"s{i:02d}"} for i in range(55)] + [{"sample_id": "crash"}]
+    statuses = exec_statuses(samples, None, 1, check=crashing_check)
+    assert statuses.pop("crash") == "crashed"
+    assert statuses == {f"s{i:02d}": "pass" for i in range(55)}
+
+
 def wait_for_end(client, run_id: str, timeout_s: float = 120) -> dict:
     import time
 

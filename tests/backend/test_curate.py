@@ -255,7 +255,7 @@ def test_curate_end_to_end():
     assert dropped == {
         "bad-1": "empty_instruction",
         "bad-2": "python_syntax_error: block 1 line 1: expected ':'",
-        "exec-bad": "exec_failed",
+        "exec-bad": "exec_failed: timeout",
         "zz-exact": f"exact_duplicate_of:{samples[0]['sample_id']}",
         "zz-near": f"near_duplicate_of:{samples[0]['sample_id']}",
     }
@@ -274,6 +274,7 @@ def test_curate_end_to_end():
     assert stats["dropped_by_reason"] == {"empty_instruction": 1, "python_syntax_error": 1, "exec_failed": 1,
                                           "exact_duplicate_of": 1, "near_duplicate_of": 1}
     assert stats["by_task"] == {"qa": n + 2}
+    assert stats["exec_failed_by_status"] == {"timeout": 1}
     assert stats["duplicate_rate"] == pytest.approx(2 / (n + 4))
     # extra keys survive; the input is untouched
     assert "split" not in samples[0]

@@ -1,12 +1,14 @@
 import os
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from backend.config import SAMPLE_REPO
-from backend.sandbox import FS_ISOLATION_OFF, OUTPUT_LIMIT, extract_python_blocks, python_syntax_errors, run_python
+from backend import sandbox
+from backend.curate_config import CurateConfig
+from backend.sandbox import (OUTPUT_LIMIT, WORKDIR, SandboxUnavailable, extract_python_blocks, python_syntax_errors,
+                             run_python)
 
 
 def test_passing_code_captures_stdout():
@@ -56,21 +58,57 @@ def test_child_never_sees_our_secrets(monkeypatch):
         assert secret not in r.stdout
     env = eval(r.stdout)
     assert set(env) == {"PATH", "HOME", "TMPDIR", "LANG", "LC_ALL", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE",
-                        "PYTHONHASHSEED", "MODE"}
-    assert env["MODE"] == "check" and env["PYTHONHASHSEED"] == "0"
+                        "PYTHONHASHSEED", "MODE", "PWD"}  # bwrap's --chdir sets PWD
+    assert env["MODE"] == "check" and env["PYTHONHASHSEED"] == "0" and env["PWD"] == WORKDIR
     assert env["PYTHONPATH"] == str(SAMPLE_REPO.resolve())
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="the read-only filesystem needs Linux namespaces")
 def test_child_can_write_only_its_own_folder(tmp_path):
     outside = tmp_path / "outside.txt"
     code = (f"import os, tempfile\nopen('inside.txt', 'w').write('ok')\ntempfile.NamedTemporaryFile().write(b'ok')\n"
             f"open(os.devnull, 'w').write('ok')\nprint(open({str(SAMPLE_REPO / 'README.md')!r}).read(9))\n"
+            f"try:\n    open({str(SAMPLE_REPO / 'escaped.txt')!r}, 'w')\nexcept OSError as exc:\n    print(exc)\n"
             f"open({str(outside)!r}, 'w').write('escaped')\n")
     r = run_python(code, repo_root=SAMPLE_REPO)
-    assert r.status == "fail" and "Read-only file system" in r.stderr, r.stderr
-    assert r.stdout.strip() == "# tidemar"  # the repository is readable
-    assert FS_ISOLATION_OFF not in r.stderr and not outside.exists()
+    assert r.status == "fail" and "No such file or directory" in r.stderr, r.stderr  # outside is not there at all
+    first, second = r.stdout.splitlines()
+    assert first == "# tidemar"  # the repository is readable ...
+    assert "Read-only file system" in second  # ... not writable
+    assert not outside.exists() and not (SAMPLE_REPO / "escaped.txt").exists()
+
+
+def test_the_machine_is_out_of_reach(tmp_path):
+    """No mount (not even a remount of what bwrap bound read-only), no new namespace, no network, no other process,
+    no secret file; a plain fork still works."""
+    code = ("import ctypes, os, socket\nlibc = ctypes.CDLL(None, use_errno=True)\n"
+            "print(libc.mount(None, b'/', None, 32 | 4096, None), ctypes.get_errno())\n"
+            "print(libc.unshare(0x10000000), ctypes.get_errno())\n"
+            "print(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()) == [1, os.getpid()])\n"
+            f"print(os.path.exists('/etc/shadow'), os.path.exists({str(Path.home() / '.ray')!r}))\n"
+            "pid = os.fork()\nos._exit(0) if pid == 0 else print(os.waitpid(pid, 0)[1])\n"
+            "socket.create_connection(('127.0.0.1', 22), timeout=1)\n")
+    r = run_python(code, repo_root=None)
+    assert r.stdout.splitlines() == ["-1 1", "-1 1", "True", "False False", "0"], r.stderr  # 1: EPERM
+    assert r.status == "fail" and "Connection refused" in r.stderr
+
+
+def test_seccomp_filter_is_well_formed():
+    prog = sandbox.seccomp_filter()
+    assert len(prog) % 8 == 0 and len(prog) // 8 == len(sandbox.DENIED_SYSCALLS) + 12
+    assert len(set(sandbox.DENIED_SYSCALLS.values())) == len(sandbox.DENIED_SYSCALLS)
+
+
+def test_missing_bwrap_is_refused_with_the_fix(monkeypatch):
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    sandbox.sandbox_problem.cache_clear()
+    try:
+        with pytest.raises(SandboxUnavailable, match="apt-get install bubblewrap"):
+            run_python("print(1)", repo_root=None)
+        with pytest.raises(ValueError, match="exec_check is on, but .*apt-get install bubblewrap"):
+            CurateConfig(exec_check=True).validate()
+        CurateConfig(exec_check=False).validate()
+    finally:
+        sandbox.sandbox_problem.cache_clear()
 
 
 def test_repository_package_is_importable():
@@ -85,7 +123,7 @@ def test_working_directory_is_temporary_and_removed():
     code = "import os\nopen('scratch.txt', 'w').write('x')\nprint(os.getcwd())\nprint(os.environ['HOME'])\n"
     r = run_python(code, repo_root=None)
     cwd, home = r.stdout.split()
-    assert cwd == home and cwd != os.getcwd()
+    assert cwd == home == WORKDIR  # a tmpfs of the sandbox's own, gone with it
     assert not Path(cwd).exists()
 
 
@@ -120,28 +158,41 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _sleepers(seconds: str) -> list[int]:
+    """Host pids of live `sleep SECONDS` processes (the sandbox's own pids mean nothing out here)."""
+    return [int(p.name) for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _cmdline(p) == ["sleep", seconds] and _alive(int(p.name))]
+
+
+def _cmdline(proc: Path) -> list[str]:
+    try:
+        return proc.joinpath("cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def _gone(seconds: str) -> bool:
+    deadline = time.monotonic() + 3
+    while _sleepers(seconds) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not _sleepers(seconds)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="needs /proc")
 def test_spawned_processes_die_with_the_run():
-    code = ("import subprocess\n"
-            "ps = [subprocess.Popen(['sleep', '60']) for _ in range(5)]\n"
-            "print(' '.join(str(p.pid) for p in ps), flush=True)\n"
+    seconds = f"{60 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6}"  # marks this test's sleepers
+    code = ("import os, subprocess\n"
+            f"ps = [subprocess.Popen(['sleep', {seconds!r}]) for _ in range(4)]\n"
+            f"if os.fork() == 0:\n    os.setsid()\n    os.execvp('sleep', ['sleep', {seconds!r}])\n"
+            "print(len(ps) + 1, flush=True)\n"
             "while True:\n    pass\n")
     r = run_python(code, repo_root=None, timeout_s=1)
-    assert r.status == "timeout"
-    pids = [int(p) for p in r.stdout.split()]
-    assert len(pids) == 5
-    deadline = time.monotonic() + 3
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(_alive(p) for p in pids)
+    assert r.status == "timeout" and r.stdout.strip() == "5"
+    assert _gone(seconds)
     # also a background process left behind by a run that exits normally
-    r = run_python("import subprocess\nprint(subprocess.Popen(['sleep', '60']).pid)\n", repo_root=None)
+    r = run_python(f"import subprocess\nsubprocess.Popen(['sleep', {seconds!r}])\n", repo_root=None)
     assert r.status == "pass"
-    pid = int(r.stdout)
-    deadline = time.monotonic() + 3
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid)
+    assert _gone(seconds)
 
 
 def test_bad_arguments_raise():

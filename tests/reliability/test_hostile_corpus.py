@@ -198,11 +198,11 @@ def test_hostile_corpus_is_data_and_nothing_runs(tmp_path, ray_session, report):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform != "linux", reason="the sandbox's read-only filesystem needs Linux namespaces")
+@pytest.mark.skipif(sys.platform != "linux", reason="the sandbox is bubblewrap, on Linux")
 def test_exec_check_keeps_document_code_inside_the_sandbox(tmp_path, report):
     """`curate --exec-check` runs each sample's Python in backend/sandbox.py by design; the code that the injection
-    documents put into samples then cannot change anything outside the sandbox's temporary folder: the child sees
-    every other filesystem read-only (its own mount namespace)."""
+    documents put into samples then cannot change anything outside the sandbox's temporary folder: bubblewrap gives
+    it the repository read-only and nothing else of the machine (test_sandbox_attack.py tries harder)."""
     markers = tmp_path / "markers"
     markers.mkdir()
     root = write_tree(tmp_path / "repo", injection_docs(markers))
