@@ -151,8 +151,9 @@ class DocTune:
         Parquet files under `cfg.out`); returns the version, the format and the files written.
 
         Raises:
-            ValueError: the project has no dataset version, no version `version`, or samples the format cannot
-                hold (`backend.export.export_dataset`).
+            ValueError: the project has no dataset version, no version `version`, samples the format cannot
+                hold, or a destination that is not a new or empty folder without `force`, a file, a device or under
+                /proc (`backend.export.export_dataset`).
             ConfigError: `cfg` has problems (each with its fix).
         """
         from backend.export import export_dataset  # pyarrow: loaded by the commands that write files
@@ -166,7 +167,7 @@ class DocTune:
             known = ", ".join(d["version"] for d in self.datasets(project))
             raise ValueError(f"no dataset version '{version}' in project '{project}' (versions: {known})")
         paths = export_dataset(cfg.chosen(rows), cfg.format, Path(cfg.out), f"{project}_{version}",
-                               system_prompt=cfg.system_prompt)
+                               system_prompt=cfg.system_prompt, force=cfg.force)
         return {"version": version, "format": cfg.format, "files": [str(p) for p in paths]}
 
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
