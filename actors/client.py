@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from backend.config import resolve_home
+from backend.config import check_project_name, resolve_home
 from backend.curate_config import CurateConfig
 from backend.eval_config import EvalConfig
 from backend.export_config import ExportConfig
@@ -64,11 +64,12 @@ class DocTune:
         Raises:
             IngestError: the path does not exist or is not a folder (nothing is written).
             ConfigError: the config has problems (each listed with its fix).
+            ValueError: `project` is not a valid name (`backend.config.PROJECT_NAME`).
         """
         from actors.ingest_run import start_ingest_run
 
-        return start_ingest_run(self, Path(path), project, cfg or IngestConfig(), on_progress=on_progress,
-                                on_plan=on_plan)
+        return start_ingest_run(self, Path(path), check_project_name(project), cfg or IngestConfig(),
+                                on_progress=on_progress, on_plan=on_plan)
 
     def stats(self, project: str) -> dict:
         """Raises KeyError when the project does not exist."""
