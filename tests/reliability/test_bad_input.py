@@ -1,13 +1,23 @@
 """A careless user's bad input, through the real `doctune` script: every config file that is not YAML, not there, not
 a mapping, with a section that is not one, a value of the wrong type or out of bounds — for every command that takes
 `--config` — and bad flags, project names and export folders. Each must exit 2 with one message naming the file or
-the field (and the fix), never a traceback. None of them needs Ray: they are refused before it starts."""
+the field (and the fix), never a traceback. None of them needs Ray: they are refused before it starts. Then a second
+`doctune synth` of a run that is still going, in a cluster both commands joined: refused, naming the run."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
+from backend.config import SAMPLE_REPO
 from conftest import run_cli, write_tree
+from tests.fake_llm import FakeLLMServer
 
 FILES = {  # name → text of the config files the table uses
     "syntax.yaml": "synth:\n  concurrency: [1\n",
@@ -110,3 +120,31 @@ def test_bad_input_exits_2_with_one_message_naming_the_file_or_the_field(tmp_pat
            commands=len({" ".join(argv[:2]) if argv[0] == "config" else argv[0] for argv, _ in CASES}))
     assert wrong == []
     assert not (home / "doctune.duckdb").exists()  # refused before anything was opened
+
+
+@pytest.mark.slow
+def test_a_second_synth_of_a_live_run_is_refused_naming_it(tmp_path, report):
+    home, env = tmp_path / "h", {"DOCTUNE_API_KEY": "sk-doctune-busy"}
+    assert run_cli("cluster", "start", home=home).returncode == 0  # both commands join it, so the run is shared
+    try:
+        assert run_cli("ingest", str(SAMPLE_REPO), "--project", "s", home=home).returncode == 0
+        with FakeLLMServer(api_key=env["DOCTUNE_API_KEY"], latency_s=0.5) as server:
+            argv = ["synth", "--project", "s", "--base-url", server.base_url, "--model", "fake-model",
+                    "--max-chunks", "40", "--concurrency", "1"]
+            first = subprocess.Popen([str(Path(sys.executable).parent / "doctune"), "--home", str(home), *argv],
+                                     env=dict(os.environ, **env), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.monotonic() + 120
+            while server.stats()["requests"] < 2:
+                assert first.poll() is None and time.monotonic() < deadline, "the first synthesis sent nothing"
+                time.sleep(0.1)
+            run_id = json.loads(run_cli("runs", "--json", home=home).stdout)[0]["id"]
+            second = run_cli(*argv, home=home, env=env)
+            cancelled = run_cli("cancel", run_id, home=home)
+            first.wait(timeout=120)
+    finally:
+        run_cli("cluster", "stop", home=home)
+    report(second_exit=second.returncode, names_run=run_id in second.stderr)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    assert f"run {run_id} is still running" in second.stderr and f"doctune cancel {run_id}" in second.stderr
+    assert "doctune runs" in second.stderr and "already taken" not in second.stderr
+    assert cancelled.returncode == 0
