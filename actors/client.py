@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from backend.config import resolve_home
+from backend.config import check_project_name, resolve_home
 from backend.curate_config import CurateConfig
 from backend.eval_config import EvalConfig
 from backend.export_config import ExportConfig
@@ -64,11 +64,12 @@ class DocTune:
         Raises:
             IngestError: the path does not exist or is not a folder (nothing is written).
             ConfigError: the config has problems (each listed with its fix).
+            ValueError: `project` is not a valid name (`backend.config.PROJECT_NAME`).
         """
         from actors.ingest_run import start_ingest_run
 
-        return start_ingest_run(self, Path(path), project, cfg or IngestConfig(), on_progress=on_progress,
-                                on_plan=on_plan)
+        return start_ingest_run(self, Path(path), check_project_name(project), cfg or IngestConfig(),
+                                on_progress=on_progress, on_plan=on_plan)
 
     def stats(self, project: str) -> dict:
         """Raises KeyError when the project does not exist."""
@@ -151,8 +152,9 @@ class DocTune:
         Parquet files under `cfg.out`); returns the version, the format and the files written.
 
         Raises:
-            ValueError: the project has no dataset version, no version `version`, or samples the format cannot
-                hold (`backend.export.export_dataset`).
+            ValueError: the project has no dataset version, no version `version`, samples the format cannot
+                hold, or a destination that is not a new or empty folder without `force`, a file, a device or under
+                /proc (`backend.export.export_dataset`).
             ConfigError: `cfg` has problems (each with its fix).
         """
         from backend.export import export_dataset  # pyarrow: loaded by the commands that write files
@@ -166,7 +168,7 @@ class DocTune:
             known = ", ".join(d["version"] for d in self.datasets(project))
             raise ValueError(f"no dataset version '{version}' in project '{project}' (versions: {known})")
         paths = export_dataset(cfg.chosen(rows), cfg.format, Path(cfg.out), f"{project}_{version}",
-                               system_prompt=cfg.system_prompt)
+                               system_prompt=cfg.system_prompt, force=cfg.force)
         return {"version": version, "format": cfg.format, "files": [str(p) for p in paths]}
 
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:

@@ -4,6 +4,11 @@ tasks, write through the store actor. The run follows the lifecycle of `actors/r
 Chunk tables go from each task straight to the store actor as object references, so the run's actor
 never copies chunk text. Each batch lands in its own transaction as soon as it is chunked: a crash
 keeps every finished batch, and the rerun skips those files because their hashes are stored.
+
+Stopping: `doctune cancel` stops the run after the batches in flight (`cancelled`). Ctrl-C in the command that
+watches it stops it the same way, as `interrupted`: ingest has no `--detach`, so Ctrl-C means "stop", also in a
+cluster that would keep the run's actor alive after the command. A run whose process is killed (its cluster stopped)
+is `interrupted` too, never `failed`. Every case keeps the batches stored; the rerun goes on from there.
 """
 
 from __future__ import annotations
@@ -35,13 +40,15 @@ def chunk_batch_task(project: str, items: list[FileItem], cfg: ChunkConfig):
 
 
 def chunk_parallel(project: str, batches: list[list[FileItem]], cfg: ChunkConfig, max_in_flight: int,
-                   on_batch: Callable[[ray.ObjectRef, ray.ObjectRef, dict], None]) -> None:
+                   on_batch: Callable[[ray.ObjectRef, ray.ObjectRef, dict], None],
+                   stopped: Callable[[], object] = lambda: None) -> None:
     """Run `chunk_batch_task` over `batches` with at most `max_in_flight` at once, calling `on_batch`
-    with (files ref, chunks ref, counts) as each finishes."""
+    with (files ref, chunks ref, counts) as each finishes; once `stopped()` is truthy, no batch is started and
+    the ones in flight are finished."""
     pending: dict[ray.ObjectRef, tuple[ray.ObjectRef, ray.ObjectRef]] = {}
     queue = list(batches)
-    while queue or pending:
-        while queue and len(pending) < max_in_flight:
+    while (queue and not stopped()) or pending:
+        while queue and len(pending) < max_in_flight and not stopped():
             files_ref, chunks_ref, counts_ref = chunk_batch_task.remote(project, queue.pop(0), cfg)
             pending[counts_ref] = (files_ref, chunks_ref)
         done, _ = ray.wait(list(pending), num_returns=1)
@@ -66,6 +73,7 @@ class IngestReport:
     bytes_chunked: int
     seconds: float
     nodes: list[str] = field(default_factory=list)
+    status: str = RunStatus.COMPLETED.value
 
     def as_dict(self) -> dict:
         return {k: v for k, v in self.__dict__.items() if k != "nodes"} | {"nodes": len(self.nodes)}
@@ -81,13 +89,15 @@ def index_identifiers(store: StoreClient, project: str) -> int:
 
 def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestConfig, run_id: str,
                       on_progress: Callable[[int, int], None] | None = None,
-                      on_plan: Callable[[int], None] | None = None) -> IngestReport:
+                      on_plan: Callable[[int], None] | None = None,
+                      stopped: Callable[[], RunStatus | None] = lambda: None) -> IngestReport:
     """Ingest `root` into `project` as run `run_id` (created by the caller): new and changed files chunked,
     unchanged skipped, deleted marked gone.
 
     Args:
         on_plan: called once with the number of files to chunk.
         on_progress: called with (files, bytes) as each batch is stored.
+        stopped: the status to end with (`cancelled`, `interrupted`) once asked to stop; None meanwhile.
     """
     started = time.monotonic()
     fingerprint = chunker_fingerprint(cfg.chunk)
@@ -119,21 +129,24 @@ def ingest_repository(store: StoreClient, root: Path, project: str, cfg: IngestC
             if on_progress:
                 on_progress(counts["files"], counts["bytes"])
 
-        chunk_parallel(project, batch_items(plan.to_chunk, batch_bytes), cfg.chunk, 2 * workers, stored)
+        chunk_parallel(project, batch_items(plan.to_chunk, batch_bytes), cfg.chunk, 2 * workers, stored, stopped)
         ray.get(writes)
-        store.mark_gone(project, plan.gone)
-        if plan.new or plan.changed or plan.gone or not store.identifier_counts(project):
-            index_identifiers(store, project)
-        status = RunStatus.COMPLETED
+        status = stopped() or RunStatus.COMPLETED
+        if status == RunStatus.COMPLETED:
+            store.mark_gone(project, plan.gone)
+            if plan.new or plan.changed or plan.gone or not store.identifier_counts(project):
+                index_identifiers(store, project)
     except BaseException as exc:
-        error = f"{type(exc).__name__}: {exc}"
+        # the process being stopped (Ctrl-C, its worker shut down) is no failure of the ingest
+        stop = isinstance(exc, (KeyboardInterrupt, SystemExit))
+        status, error = (RunStatus.INTERRUPTED, None) if stop else (RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
         raise
     finally:
         report = IngestReport(
             run_id=run_id, project=project, root=str(plan.root), git_commit=plan.git_commit, new=plan.new,
             changed=plan.changed, unchanged=len(plan.unchanged), skipped=dict(sorted(Counter(skipped).items())), gone=len(plan.gone),
             ignored=plan.ignored, chunks_written=totals["chunks"], bytes_chunked=totals["bytes"],
-            seconds=round(time.monotonic() - started, 3), nodes=sorted(nodes))
+            seconds=round(time.monotonic() - started, 3), nodes=sorted(nodes), status=status.value)
         try:
             store.finish_run(run_id, status, report.as_dict(), error)
         except Exception:  # the store itself is gone; the original error matters more
@@ -150,13 +163,14 @@ class IngestRun:
         self.store = StoreClient(Path(home))
         self.run_id, self.root, self.project, self.cfg = run_id, Path(root), project, cfg
         self.state = {"status": RunStatus.QUEUED, "planned": None, "files": 0, "bytes": 0}
+        self.stop: RunStatus | None = None
 
     def run(self) -> IngestReport:
         self.state["status"] = RunStatus.RUNNING
         try:
             report = ingest_repository(self.store, self.root, self.project, self.cfg, self.run_id,
-                                       on_progress=self._stored, on_plan=self._planned)
-            self.state["status"] = RunStatus.COMPLETED
+                                       on_progress=self._stored, on_plan=self._planned, stopped=lambda: self.stop)
+            self.state["status"] = RunStatus(report.status)
             return report
         except BaseException:
             self.state["status"] = RunStatus.FAILED
@@ -174,8 +188,10 @@ class IngestRun:
     def progress(self) -> dict:
         return dict(self.state)
 
-    def cancel(self) -> None:
-        """Ingest is resumable batch by batch (a rerun skips stored files), but not stopped half-way."""
+    def cancel(self, status: RunStatus = RunStatus.CANCELLED) -> None:
+        """Stop after the batches in flight, ending as `status` (`interrupted` when the watching command got
+        Ctrl-C); the batches stored stay, and a rerun skips their files."""
+        self.stop = status
 
 
 def start_ingest_run(client, root: Path, project: str, cfg: IngestConfig,
@@ -201,8 +217,22 @@ def start_ingest_run(client, root: Path, project: str, cfg: IngestConfig,
             on_progress(state["files"] - seen["files"], state["bytes"] - seen["bytes"])
         seen.update({k: state[k] for k in seen})
 
-    report = runs.watch(handle, relay, poll_s=0.25)
+    try:
+        report = runs.watch(handle, relay, poll_s=0.25)
+    except KeyboardInterrupt:
+        _interrupt(handle)
+        raise
     relay({"planned": report.new + report.changed if seen["planned"] is None else seen["planned"],
            "files": max(seen["files"], report.new + report.changed), "bytes": report.bytes_chunked})
     return report
+
+
+def _interrupt(handle: runs.RunHandle) -> None:
+    """Ctrl-C while watching: ask the run to stop as `interrupted` after the batches in flight, and give it a few
+    seconds to record that (a second Ctrl-C stops the waiting; the run then shows `interrupted` all the same)."""
+    try:
+        ray.get(handle.actor.cancel.remote(RunStatus.INTERRUPTED), timeout=5)
+        ray.wait([handle.done], timeout=30)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        pass  # it ended already, or cannot answer: its row shows `interrupted` once its actor is gone
 

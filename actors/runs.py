@@ -29,6 +29,16 @@ def actor_name(run_id: str) -> str:
     return f"run:{run_id}"
 
 
+class RunBusy(ValueError):
+    """A run is still live where another would start: the same run resumed twice (a second `doctune synth` of the
+    same settings, a second `train --resume`). The message names it and how to watch or stop it."""
+
+    def __init__(self, run_id: str, status: str):
+        self.run_id = run_id
+        super().__init__(f"run {run_id} is still {status}: it holds this work; watch it with `doctune runs`, stop it "
+                         f"with `doctune cancel {run_id}`, or wait for it to end, then run this again")
+
+
 @dataclass
 class RunHandle:
     """A launched run: its actor and the reference its `run()` result arrives on."""
@@ -52,13 +62,19 @@ def launch(actor_cls, run_id: str, *args, resources: dict | None = None, max_con
         resources: Ray resources of the actor (default none: an orchestrator whose tasks hold the CPUs).
         max_concurrency: calls served at once; at least 2, so `progress` and `cancel` answer during `run`.
         here: pin the actor to this node (ingest reads the repository from this machine's disk).
+
+    Raises:
+        RunBusy: the run's actor already exists (another command started it a moment ago).
     """
     options = dict(name=actor_name(run_id), lifetime="detached", max_concurrency=max(2, max_concurrency or 2),
                    **(resources if resources is not None else {"num_cpus": 0}))
     if here:
         options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
             node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    actor = actor_cls.options(**options).remote(*args, **kwargs)
+    try:
+        actor = actor_cls.options(**options).remote(*args, **kwargs)
+    except ray.exceptions.ActorAlreadyExistsError:
+        raise RunBusy(run_id, "running") from None
     return RunHandle(run_id, actor, actor.run.remote())
 
 
@@ -119,17 +135,20 @@ def ensure_not_running(run_id: str) -> None:
     """Before a run is resumed: refuse while its actor still works on it, remove one that has finished.
 
     Raises:
-        ValueError: the run is still queued or running.
+        RunBusy: the run is still queued or running, or its actor does not answer (busy starting, or stuck: a live
+            run is never killed to make room for another).
     """
     actor = find_actor(run_id)
     if actor is None:
         return
     try:
         status = ray.get(actor.progress.remote(), timeout=10).get("status")
-    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-        status = None  # it ended between the lookup and the call, or is stuck: either way not ours to wait on
+    except ray.exceptions.RayActorError:
+        status = None  # it ended between the lookup and the call
+    except ray.exceptions.GetTimeoutError:
+        raise RunBusy(run_id, "busy (its actor did not answer within 10 s)") from None
     if status in ACTIVE:
-        raise ValueError(f"run {run_id} is still {status}; cancel it first (`doctune cancel {run_id}`)")
+        raise RunBusy(run_id, status)
     ray.kill(actor)
 
 

@@ -6,17 +6,21 @@ Each stage has a `backend/<stage>_config.py`:
     class CurateConfig(Config):
         section = "curate"
 
-        num_perm: int = 64
+        num_perm: int = field(default=64, metadata={"min": 8, "max": 1024})
         \"\"\"MinHash permutations. More: fewer missed near-duplicates, slower.\"\"\"
 
         def own_problems(self) -> list[str]:
             return [...]  # this class's checks, each with its fix
 
-`problems()` adds the problems of nested sections (fields whose type is another `Config`), `validate()` raises
-them all at once, `from_file` / `from_dict` read YAML (every unknown key is reported, with where the fields are
-documented), `field_docs` reads the docstrings (litgpt's `args.py` style), and `add_config_flags` turns fields
-into argparse flags whose help is that docstring. Only the standard library is imported (yaml when a file is
-read), so `doctune --help` stays fast.
+`problems()` checks every field against its type hint (`int` takes a whole number, not `true`; `float` takes an
+int too; `X | None`, `list[...]`, `dict[str, float]`) and its bounds (field metadata `{"min": 1, "max": 10_000}`;
+`above` / `below` for open ends), then the class's `own_problems` (what one field cannot say alone), then the
+problems of nested sections (fields whose type is another `Config`); `validate()` raises them all at once.
+`from_file` / `from_dict` read YAML and report, each with the file: syntax errors (line and column), a document or
+section that is not a mapping, every unknown key (with where the fields are documented), every value of the wrong
+type or out of its bounds. `field_docs` reads the docstrings (litgpt's `args.py` style), and `add_config_flags`
+turns fields into argparse flags whose help is that docstring. Only the standard library is imported (yaml when a
+file is read), so `doctune --help` stays fast.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ import argparse
 import ast
 import functools
 import inspect
+import json
+import operator
 import textwrap
+import types
 import typing
 from dataclasses import MISSING, Field, asdict, fields, replace
 from pathlib import Path
@@ -37,14 +44,19 @@ FLAG = "flag"
 """The field metadata key naming a field's command-line flag: `field(default=600, metadata={FLAG: "--rpm"})`."""
 CHOICES = "choices"
 """The field metadata key listing the values a flag accepts."""
+BOUNDS = ("min", "above", "max", "below")
+"""The field metadata keys of a number's bounds: `min` / `max` inclusive, `above` / `below` exclusive
+(`field(default=16, metadata={"min": 1, "max": 10_000})`). `validate` and `from_dict` check them."""
 
 
 class ConfigError(ValueError):
-    """A config with one or more problems; the message lists each with its fix."""
+    """A config with one or more problems; the message lists each with its fix (and `source`, where they came
+    from, when the problems do not name it themselves)."""
 
-    def __init__(self, problems: list[str]):
+    def __init__(self, problems: list[str], source: str | None = None):
         self.problems = problems
-        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        where = f" ({source})" if source else ""
+        super().__init__(f"invalid configuration{where}:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 class Config:
@@ -57,26 +69,37 @@ class Config:
         """This config's own checks, each with its fix (nested sections report theirs through `problems`)."""
         return []
 
-    def below_one(self, where: str, *names: str) -> list[str]:
-        """A problem for each named whole-number field below 1 (`where` is its section in the messages)."""
-        return [f"{where}.{name}={getattr(self, name)} must be at least 1" for name in names if getattr(self, name) < 1]
-
-    def problems(self) -> list[str]:
-        """Every problem of this config and of its nested sections; empty: it is valid."""
-        out = self.own_problems()
-        for name in nested_sections(type(self)):
-            out += getattr(self, name).problems()
+    def problems(self, where: str | None = None) -> list[str]:
+        """Every problem of this config and of its nested sections; empty: it is valid. `where` names this
+        config in the messages (default: its section; a nested section is named by its field)."""
+        where = self.section if where is None else where
+        hints, nested = type_hints(type(self)), nested_sections(type(self))
+        out = [p for f in fields(self) if f.name not in nested
+               if (p := field_problem(f, hints[f.name], getattr(self, f.name), f"{where}.{f.name}"))]
+        wrong_type = [f.name for f in fields(self) if f.name not in nested
+                      and type_mismatch(getattr(self, f.name), hints[f.name])]
+        if not wrong_type:  # own checks compare values, which needs the right types
+            out += self.own_problems()
+        for name, cls in nested.items():
+            section = getattr(self, name)
+            if isinstance(section, cls):
+                out += section.problems(name)
+            else:
+                out.append(f"{name} must be a mapping of settings ({cls.__name__}), got {type(section).__name__}")
         return out
 
-    def validate(self):
+    def validate(self, source: str | None = None):
         """This config, when valid.
+
+        Args:
+            source: where its settings came from (`synth.yaml and the command line`), for the message.
 
         Raises:
             ConfigError: listing every problem at once, each with its fix.
         """
         problems = self.problems()
         if problems:
-            raise ConfigError(problems)
+            raise ConfigError(problems, source)
         return self
 
     def to_dict(self) -> dict:
@@ -101,11 +124,10 @@ class Config:
         """A YAML file of this stage's keys, or of stage sections (`synth:`, `curate:`, ...) of which this one is read.
 
         Raises:
-            ConfigError: unknown keys (named with the file), or sections that are not mappings.
+            ConfigError: the file cannot be read or parsed, or has unknown keys, sections that are not mappings,
+                values of the wrong type or out of bounds (each named with the file).
         """
-        import yaml
-
-        return cls.from_dict(cls.section_of(yaml.safe_load(Path(path).read_text())), str(path))
+        return cls.from_dict(cls.section_of(read_yaml(path)), str(path))
 
     @classmethod
     def section_of(cls, data):
@@ -130,14 +152,168 @@ class Config:
             problems.append(f"{source}: unknown {where or cls.__name__} setting(s) {unknown}; known: "
                             f"{', '.join(known)} (documented on {cls.__name__} in "
                             f"{module_path(cls)} and in the README's Config reference)")
-        nested = nested_sections(cls)
+        nested, hints, by_name = nested_sections(cls), type_hints(cls), {f.name: f for f in fields(cls)}
         values = {}
         for key in (k for k in data if k in known):  # in the file's order, so problems are listed in it
+            path = f"{where}.{key}" if where else key
             values[key] = data[key]
             if key in nested:
-                values[key] = nested[key]._overlay(data[key], getattr(base, key), source,
-                                                   f"{where}.{key}" if where else key, problems)
+                values[key] = nested[key]._overlay(data[key], getattr(base, key), source, path, problems)
+            elif problem := field_problem(by_name[key], hints[key], data[key], path):
+                problems.append(f"{source}: {problem}")
         return replace(base, **values)
+
+
+def read_yaml(path: str | Path):
+    """The YAML document of a config file.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, is not UTF-8, or is not valid YAML (with the line and
+            column of the problem), or holds something other than a mapping of settings.
+    """
+    import yaml
+
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: no such config file; pass the path of a YAML file of settings (see the "
+                           f"README's Config reference)"]) from None
+    except IsADirectoryError:
+        raise ConfigError([f"{path}: is a folder; pass the path of a YAML file of settings"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8 YAML"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot be read ({exc.strerror}); check its permissions"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        at, what = "", " ".join(str(exc).split())
+        if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:  # scanner and parser errors
+            at, what = f":{exc.problem_mark.line + 1}:{exc.problem_mark.column + 1}", exc.problem or what
+        raise ConfigError([f"{path}{at}: invalid YAML: {what}; fix the file there (settings are `key: value` "
+                           f"lines, sections indented under `synth:`, `train:`, ...)"]) from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError([f"{path}: holds {_yaml_kind(data)}, not a mapping of settings; write `key: value` "
+                           f"lines (e.g. `synth:` then `  concurrency: 8`)"])
+    return data
+
+
+def field_problem(f: Field, hint, value, path: str) -> str | None:
+    """What is wrong with `value` for field `f` (its type hint `hint`, its bounds), with the fix; None: nothing.
+    `path` names the field in the message (`synth.endpoint.rpm`)."""
+    mismatch = type_mismatch(value, hint)
+    if mismatch is not None:
+        at, bad, expected = mismatch
+        hint_yaml = ""
+        if expected.startswith("a number") and isinstance(bad, str) and _is_number(bad):
+            hint_yaml = f" (YAML reads {bad} as text: write it with a dot, e.g. 1.0e-4, or as a plain number)"
+        return (f"{path}{at}={_shown(bad)} is {_yaml_kind(bad)}; it must be {expected}{hint_yaml} "
+                f"(default {_example(f)})")
+    bounds = {k: f.metadata[k] for k in BOUNDS if k in f.metadata}
+    if bounds and isinstance(value, (int, float)) and not isinstance(value, bool) and not within(value, bounds):
+        flag = f"; flag {f.metadata[FLAG]}" if f.metadata.get(FLAG) else ""
+        return f"{path}={_shown(value)} must be {describe_bounds(bounds)} (default {_example(f)}{flag})"
+    return None
+
+
+def within(value: float, bounds: dict) -> bool:
+    """Whether `value` keeps the bounds (`min`, `above`, `max`, `below`)."""
+    return all(_KEEPS[key](value, bound) for key, bound in bounds.items())
+
+
+_KEEPS = {"min": operator.ge, "above": operator.gt, "max": operator.le, "below": operator.lt}
+
+
+def describe_bounds(bounds: dict) -> str:
+    """`at least 1 and at most 10000`, `above 0 and at most 3600`, ... in words."""
+    words = {"min": "at least", "above": "above", "max": "at most", "below": "below"}
+    return " and ".join(f"{words[k]} {bounds[k]}" for k in BOUNDS if k in bounds)
+
+
+def type_mismatch(value, hint) -> tuple[str, object, str] | None:
+    """Where `value` does not fit the type hint: (the path inside it, e.g. `['qa']`, the value there, the type
+    expected in words); None when it fits. A hint this cannot read (a nested config, a class) fits anything."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if any(type_mismatch(value, a) is None for a in args):
+            return None
+        inner = [type_mismatch(value, a) for a in args if a is not type(None)]
+        if value is not None and len(inner) == 1 and inner[0][0]:  # inside a list or mapping: the exact place
+            return inner[0]
+        return "", value, type_words(hint)
+    if origin is list:
+        if not isinstance(value, list):
+            return "", value, type_words(hint)
+        for i, item in enumerate(value):
+            if m := type_mismatch(item, args[0]):
+                return f"[{i}]{m[0]}", m[1], m[2]
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            return "", value, type_words(hint)
+        for k, v in value.items():
+            if m := type_mismatch(k, args[0]):
+                return f" key {k!r}", k, m[2]
+            if m := type_mismatch(v, args[1]):
+                return f"[{k!r}]{m[0]}", m[1], m[2]
+        return None
+    fits = {bool: lambda v: isinstance(v, bool),
+            int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+            float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+            str: lambda v: isinstance(v, str),
+            type(None): lambda v: v is None}.get(hint)
+    return None if fits is None or fits(value) else ("", value, type_words(hint))
+
+
+def type_words(hint) -> str:
+    """A type hint in words: `int | None` → `a whole number, or null`."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        named = [type_words(a) for a in args if a is not type(None)]
+        return " or ".join(named) + (", or null" if type(None) in args else "")
+    if origin is list:
+        return f"a list of {_plural(args[0])}"
+    if origin is dict:
+        return f"a mapping of {_plural(args[0])} to {_plural(args[1])}"
+    return _WORDS.get(hint, str(hint))
+
+
+def _plural(hint) -> str:
+    """`a mapping of text to numbers` → `mappings of text to numbers`."""
+    words = type_words(hint)
+    special = {"a whole number": "whole numbers", "a number": "numbers", "true or false": "true/false values"}
+    if words in special or not words.startswith("a "):
+        return special.get(words, words)
+    first, _, rest = words[2:].partition(" ")
+    return f"{first}s {rest}".strip()
+
+
+_WORDS = {bool: "true or false", int: "a whole number", float: "a number", str: "text", type(None): "null",
+          list: "a list", dict: "a mapping"}
+
+
+def _yaml_kind(value) -> str:
+    """What YAML made of a value, in its own words."""
+    return _WORDS.get(type(value), type(value).__name__)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _example(f: Field) -> str:
+    """A field's default as YAML/JSON writes it: the example every message gives."""
+    return _shown(default_of(f))
+
+
+def _shown(value) -> str:
+    """A value as YAML/JSON writes it (`true`, `null`, `"abc"`), cut to 60 characters."""
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @functools.cache

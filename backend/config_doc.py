@@ -14,7 +14,7 @@ import sys
 from dataclasses import fields
 
 from backend.config import REPO_ROOT
-from backend.config_base import FLAG, default_of, field_docs, module_path, nested_sections
+from backend.config_base import BOUNDS, FLAG, default_of, field_docs, module_path, nested_sections
 from backend.curate_config import CurateConfig
 from backend.endpoint_config import EndpointConfig
 from backend.eval_config import EvalConfig
@@ -37,14 +37,15 @@ def render() -> str:
 def _table(cls: type) -> str:
     intro = " ".join((cls.__doc__ or "").split())
     lines = [f"### {cls.section}: `{cls.__name__}` (`{module_path(cls)}`)", "", intro, "",
-             "| setting | default | CLI | meaning |", "|---|---|---|---|"]
-    lines += [f"| `{name}` | {default} | {flag} | {meaning} |" for name, default, flag, meaning in _rows(cls, "")]
+             "| setting | default | range | CLI | meaning |", "|---|---|---|---|---|"]
+    lines += [f"| `{name}` | {default} | {bounds} | {flag} | {meaning} |"
+              for name, default, bounds, flag, meaning in _rows(cls, "")]
     return "\n".join(lines)
 
 
 def _rows(cls: type, prefix: str):
-    """(dotted name, default as JSON, flag, meaning) of each field; a nested section is a row, then its own rows or a
-    reference to its table."""
+    """(dotted name, default as JSON, bounds, flag, meaning) of each field; a nested section is a row, then its own
+    rows or a reference to its table."""
     docs, nested = field_docs(cls), nested_sections(cls)
     for f in fields(cls):
         name, meaning = prefix + f.name, " ".join(docs.get(f.name, "").split()).replace("|", "\\|")
@@ -52,12 +53,22 @@ def _rows(cls: type, prefix: str):
         if section is None:
             flag = f.metadata.get(FLAG)
             default = json.dumps(_relative(default_of(f)), ensure_ascii=False)
-            yield name, f"`{default}`", f"`{flag}`" if flag else "", meaning
+            yield name, f"`{default}`", _bounds(f.metadata), f"`{flag}`" if flag else "", meaning
         elif section in CONFIGS:
-            yield name, "", "", f"{meaning} See the `{section.__name__}` table."
+            yield name, "", "", "", f"{meaning} See the `{section.__name__}` table."
         else:
-            yield name, "", "", meaning
+            yield name, "", "", "", meaning
             yield from _rows(section, name + ".")
+
+
+def _bounds(metadata) -> str:
+    """A field's bounds as `1 ≤ x ≤ 10_000`, `0 < x ≤ 3600`, `x ≥ 0`; empty without any."""
+    b = {k: (f"{v:_}" if isinstance(v, int) else repr(v)) for k, v in metadata.items() if k in BOUNDS}
+    if not b:
+        return ""
+    low = f"{b['min']} ≤ " if "min" in b else f"{b['above']} < " if "above" in b else ""
+    high = f" ≤ {b['max']}" if "max" in b else f" < {b['below']}" if "below" in b else ""
+    return f"{low}x{high}"
 
 
 def _relative(value):

@@ -22,50 +22,40 @@ class CurateConfig(Config):
 
     section = "curate"
 
-    min_instruction_chars: int = 10
+    min_instruction_chars: int = field(default=10, metadata={"min": 0, "max": 1_000_000})
     """Instructions shorter than this (stripped) are dropped as `instruction_too_short`."""
-    min_output_chars: int = 20
+    min_output_chars: int = field(default=20, metadata={"min": 0, "max": 1_000_000})
     """Outputs shorter than this (stripped) are dropped as `output_too_short`."""
-    max_output_chars: int = 8000
+    max_output_chars: int = field(default=8000, metadata={"min": 1, "max": 10_000_000})
     """Outputs longer than this are dropped as `output_too_long` (usually a runaway generation)."""
     require_python_parses: bool = True
     """Drop a sample whose answer holds a Python block that `ast.parse` rejects (`python_syntax_error`)."""
-    judge_threshold: float | None = field(default=None, metadata={"flag": "--judge-threshold"})
+    judge_threshold: float | None = field(default=None, metadata={"flag": "--judge-threshold", "min": 1, "max": 10})
     """Drop samples whose LLM-judge score (1-10) is below this. None: scores are recorded, never used
     to drop. A sample without a score is kept."""
-    near_dup_threshold: float = field(default=0.85, metadata={"flag": "--near-dup-threshold"})
+    near_dup_threshold: float = field(default=0.85, metadata={"flag": "--near-dup-threshold", "above": 0, "max": 1})
     """Jaccard similarity of word 5-shingles at or above which two samples are near-duplicates.
     Lower: more aggressive dedup (0.7 also catches paraphrases of one template)."""
-    num_perm: int = 64
+    num_perm: int = field(default=64, metadata={"min": 8, "max": 1024})
     """MinHash permutations. More: fewer missed near-duplicates, slower. Candidates are always
     confirmed by exact Jaccard, so this never causes a false drop."""
     splits: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "val": 0.1, "test": 0.1})
     """Split name → fraction of samples (they must sum to 1). Whole source files are assigned, so the
     sample fractions are approximate."""
-    seed: int = 13
+    seed: int = field(default=13, metadata={"min": 0, "max": 2**32 - 1})
     """Seed of the MinHash permutations and of the file order that decides splits."""
     exec_check: bool = field(default=False, metadata={"flag": "--exec-check"})
     """Run each sample's Python blocks in the sandbox (`exec_check`, bubblewrap: `apt-get install bubblewrap`) and
     drop those that fail, time out, run out of memory or crash their check. Off by default: it costs a sandbox per
     sample."""
-    exec_timeout_s: float = 10
+    exec_timeout_s: float = field(default=10, metadata={"above": 0, "max": 3600})
     """Wall-clock limit of one sample's execution check."""
 
     def own_problems(self) -> list[str]:
         out = []
-        for name in ("min_instruction_chars", "min_output_chars"):
-            if getattr(self, name) < 0:
-                out.append(f"curate.{name}={getattr(self, name)} must be >= 0")
         if self.max_output_chars <= max(self.min_output_chars, 0):
             out.append(f"curate.max_output_chars={self.max_output_chars} must be above min_output_chars "
                        f"({self.min_output_chars}); 8000 is typical")
-        if self.judge_threshold is not None and not 1 <= self.judge_threshold <= 10:
-            out.append(f"curate.judge_threshold={self.judge_threshold} must be between 1 and 10 "
-                       f"(judge scores are 1-10), or None to keep every score")
-        if not 0 < self.near_dup_threshold <= 1:
-            out.append(f"curate.near_dup_threshold={self.near_dup_threshold} must be in (0, 1]; 0.85 is typical")
-        if not 8 <= self.num_perm <= 1024:
-            out.append(f"curate.num_perm={self.num_perm} must be between 8 and 1024; 64 is typical")
         if not self.splits:
             out.append('curate.splits is empty; use e.g. {"train": 0.8, "val": 0.1, "test": 0.1}')
         if PROBE_SPLIT in self.splits:
@@ -73,13 +63,10 @@ class CurateConfig(Config):
         for name, frac in self.splits.items():
             if not _SPLIT_NAME.match(str(name)):
                 out.append(f"curate.splits name {name!r} must be letters, digits, '_' or '-' (it names a file)")
-            if not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+            if not 0 <= frac <= 1:
                 out.append(f"curate.splits[{name!r}]={frac} must be a fraction between 0 and 1")
-        fracs = [f for f in self.splits.values() if isinstance(f, (int, float))]
-        if self.splits and not math.isclose(sum(fracs), 1.0, abs_tol=1e-6):
-            out.append(f"curate.splits fractions sum to {sum(fracs):g}; they must sum to 1")
-        if self.exec_timeout_s <= 0:
-            out.append(f"curate.exec_timeout_s={self.exec_timeout_s} must be positive; 10 is typical")
+        if self.splits and not math.isclose(sum(self.splits.values()), 1.0, abs_tol=1e-6):
+            out.append(f"curate.splits fractions sum to {sum(self.splits.values()):g}; they must sum to 1")
         if self.exec_check and sandbox_problem():
             out.append(f"curate.exec_check is on, but {sandbox_problem()}")
         return out

@@ -29,34 +29,26 @@ class EndpointConfig(Config):
     """Model name as the endpoint knows it; `deepseek-chat` is DeepSeek V3."""
     json_mode: bool = True
     """Ask for `response_format={"type": "json_object"}`; turned off for the run if the endpoint refuses it."""
-    concurrency: int = field(default=16, metadata={"flag": "--concurrency"})
+    concurrency: int = field(default=16, metadata={"flag": "--concurrency", "min": 1, "max": 10_000})
     """Requests in flight at most (adaptive: halves on 429, grows back on success)."""
-    workers: int = 2
+    workers: int = field(default=2, metadata={"min": 1, "max": 1000})
     """Async generator actors sharing the one rate limiter."""
-    rpm: int = field(default=600, metadata={"flag": "--rpm"})
+    rpm: int = field(default=600, metadata={"flag": "--rpm", "min": 1, "max": 10_000_000})
     """Requests per minute allowed by your plan."""
-    tpm: int = field(default=1_000_000, metadata={"flag": "--tpm"})
+    tpm: int = field(default=1_000_000, metadata={"flag": "--tpm", "min": 1, "max": 10**10})
     """Tokens per minute (prompt + completion) allowed by your plan."""
-    rate_window_s: float = 60.0
+    rate_window_s: float = field(default=60.0, metadata={"above": 0, "max": 86_400})
     """The provider's accounting window for rpm/tpm; the limiter admits rpm × window / 60 per window."""
-    request_timeout_s: float = 120.0
+    request_timeout_s: float = field(default=120.0, metadata={"above": 0, "max": 3600})
     """Seconds to wait for one answer before the attempt counts as a timeout."""
-    max_attempts: int = 5
+    max_attempts: int = field(default=5, metadata={"min": 1, "max": 100})
     """Tries per request before its chunk goes to the dead letters (429s are waited out and not counted)."""
-    backoff_base_s: float = 1.0
+    backoff_base_s: float = field(default=1.0, metadata={"min": 0, "max": 3600})
     """First wait after a failed attempt; it doubles with every further failure (with full jitter)."""
-    backoff_max_s: float = 60.0
+    backoff_max_s: float = field(default=60.0, metadata={"min": 0, "max": 86_400})
     """The longest wait between two attempts."""
     prices: dict[str, dict[str, float]] = field(default_factory=dict)
     """USD per million tokens per model, on top of data/prices.yaml: {"my-model": {"input": 0.1, "output": 0.2}}."""
-
-    def own_problems(self) -> list[str]:
-        out = self.below_one("endpoint", "concurrency", "workers", "rpm", "tpm", "max_attempts")
-        if self.rate_window_s <= 0:
-            out.append("endpoint.rate_window_s must be positive (60 for per-minute limits)")
-        if self.request_timeout_s <= 0:
-            out.append("endpoint.request_timeout_s must be positive")
-        return out
 
     def price(self) -> dict[str, float] | None:
         """USD per million input/output tokens for this model, or None when unknown."""

@@ -15,6 +15,8 @@ SET_MEANING = {
     "retention": "general coding prompts unrelated to the repository: did it keep what it knew?",
 }
 """What each evaluation set asks, in a sentence (the CLI and the dashboard say it beside the numbers)."""
+MAX_PROMPTS = 10_000_000
+"""The most prompts a set may be limited to (`limit`, `limits`)."""
 SIDES = {"base": "the base model alone (the adapter switched off)", "tuned": "the base model with the trained adapter"}
 
 
@@ -27,14 +29,14 @@ class EvalConfig(Config):
 
     split: str = field(default="test", metadata={"flag": "--split"})
     """The held-out split whose prompts both models answer (files the run never saw)."""
-    limit: int | None = field(default=None, metadata={"flag": "--limit"})
+    limit: int | None = field(default=None, metadata={"flag": "--limit", "min": 1, "max": MAX_PROMPTS})
     """Evaluate the first N prompts (by sample id) of each set: held-out split, knowledge probes, retention.
     None: every prompt."""
     limits: dict[str, int] = field(default_factory=dict)
     """Prompts per set, for the sets named (`test`, `probe`, `retention`); the others take `limit`."""
-    max_new_tokens: int = field(default=128, metadata={"flag": "--max-new-tokens"})
+    max_new_tokens: int = field(default=128, metadata={"flag": "--max-new-tokens", "min": 1, "max": 100_000})
     """Tokens each model may generate per answer (greedy). More: longer answers, slower evaluation."""
-    batch_size: int = field(default=8, metadata={"flag": "--batch-size"})
+    batch_size: int = field(default=8, metadata={"flag": "--batch-size", "min": 1, "max": 4096})
     """Prompts generated at once. Higher: faster on a GPU, more memory."""
     judge: bool = field(default=False, metadata={"flag": "--judge"})
     """Ask an LLM judge which answer of each (base, tuned) pair is better, in both orders so position bias
@@ -46,10 +48,9 @@ class EvalConfig(Config):
         out = []
         if not self.split.strip():
             out.append("eval.split is empty; name a held-out split of the dataset (`test`, `val`)")
-        if self.limit is not None and self.limit < 1:
-            out.append(f"eval.limit={self.limit} must be at least 1, or null for every prompt")
         for name, n in self.limits.items():
-            if not isinstance(n, int) or n < 1:
-                out.append(f"eval.limits[{name!r}]={n!r} must be a whole number of at least 1")
-        return out + self.below_one("eval", "max_new_tokens", "batch_size")
+            if not 1 <= n <= MAX_PROMPTS:
+                out.append(f"eval.limits[{name!r}]={n!r} must be at least 1 and at most {MAX_PROMPTS} (prompts of "
+                           f"that set)")
+        return out
 

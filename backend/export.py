@@ -17,15 +17,25 @@ The `probe` split (knowledge probes, never trained on) is exported like the othe
 are in the provenance sidecar (`fact`) and the Parquet column of that name.
 
 Every row is built from `backend.chat.conversation`, the same turns training and evaluation see.
+
+Files are written safely: the destination must be a new or empty folder (or `force`), never a file, a device or a
+folder under /proc, /sys or /dev; each file is written into a new temporary file created exclusively in that folder
+(a random name, never through a link) and renamed over its real name, so a crash leaves no half file and a link
+planted at either name is replaced, never written through.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import stat
+import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -34,6 +44,8 @@ from backend.chat import as_text, conversation
 from backend.export_config import FORMATS
 
 SPLIT_ORDER = ("train", "val", "test", "probe")
+SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
+"""Folders of the kernel's and the devices' files: never an export's destination."""
 PROVENANCE_KEYS = ("sample_id", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
                    "template_version", "task", "fact")
 
@@ -120,11 +132,52 @@ def _split_names(samples: list[dict]) -> list[str]:
     return [n for n in SPLIT_ORDER if n in present] + sorted(present - set(SPLIT_ORDER))
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write a file through a temporary sibling, so a crash never leaves half a file under the real name."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+def check_destination(out_dir: Path, force: bool = False) -> None:
+    """Refuse a destination no export may write to; a folder that does not exist yet is fine (it is created).
+
+    Raises:
+        ValueError: it is under /proc, /sys or /dev, is a file or a device, is not writable, or already holds files
+            and `force` is off.
+    """
+    real = Path(out_dir).resolve()  # through links: a link to /proc is /proc
+    if real.exists() and not real.is_dir():
+        mode = real.stat().st_mode
+        kind = "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a file"
+        raise ValueError(f"{out_dir} is {kind}, not a folder; name a new or empty folder with --out")
+    system = next((d for d in SYSTEM_FOLDERS if real == d or d in real.parents), None)
+    if system is not None:
+        raise ValueError(f"{out_dir} is under {system}, the system's own files; name a folder of yours with --out")
+    if not real.exists():
+        return
+    if not os.access(real, os.W_OK | os.X_OK):
+        raise ValueError(f"{out_dir} is not writable for you; name a folder you can write with --out")
+    entries = sorted(os.listdir(real))
+    if entries and not force:
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        raise ValueError(f"{out_dir} is not empty ({len(entries)} entries: {shown}); name a new or empty folder, or "
+                         f"pass --force to replace DocTune's files in it (every other file is left alone)")
+
+
+def _write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """`write` into a new temporary file in `path`'s folder, then rename it over `path` (see the module's docstring)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes it private; an export is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ValueError(f"cannot write {path}: {exc.strerror}; check the folder given with --out") from exc
+        raise
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    _write_atomic(path, lambda f: f.write(data))
 
 
 def _jsonl(rows: list[dict]) -> bytes:
@@ -159,10 +212,10 @@ def _info_entry(fmt: str, file_name: str, rows: list[dict]) -> dict:
 
 
 def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
-                   system_prompt: str | None = None) -> list[Path]:
+                   system_prompt: str | None = None, force: bool = False) -> list[Path]:
     """Write one dataset file per split, provenance sidecars, dataset_info.json and manifest.json.
 
-    Files of the same names in out_dir are replaced; other files are left alone.
+    out_dir must be new or empty unless `force`: then files of the names written are replaced, others left alone.
 
     Args:
         samples: curated samples, each with a `split` (as `curate` returns them in `kept`).
@@ -170,14 +223,16 @@ def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
         out_dir: the folder to write (created if missing); LLaMA-Factory's `dataset_dir`.
         name: the dataset's name; its dataset_info.json entries are `{name}_{split}`.
         system_prompt: a system prompt for every row that has none of its own, or None.
+        force: write into a folder that already holds files.
 
     Returns:
         The paths written: data files (in split order), provenance sidecars, dataset_info.json,
         manifest.json.
 
     Raises:
-        ValueError: an unknown format, a sample without a split, or a conversation that does not
-            alternate user/assistant.
+        ValueError: an unknown format, a sample without a split, a conversation that does not
+            alternate user/assistant, a destination `check_destination` refuses, or one that cannot be
+            created or written.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; use one of {', '.join(FORMATS)}")
@@ -185,7 +240,11 @@ def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
     if missing:
         raise ValueError(f"samples without a split (curate them first): {', '.join(missing[:10])}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_destination(out_dir, force)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create {out_dir}: {exc.strerror}; name a folder you can write with --out") from None
     build = ROW_BUILDERS[fmt]
     data_files, sidecars, info, counts = [], [], {}, {}
     for split in _split_names(samples):
@@ -193,21 +252,20 @@ def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
         rows = [build(s, system_prompt) for s in chosen]
         if fmt == "parquet":
             path = out_dir / f"{split}.parquet"
-            tmp = path.with_name(path.name + ".tmp")
-            pq.write_table(pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA), tmp)
-            os.replace(tmp, path)
+            table = pa.Table.from_pylist(rows, schema=PARQUET_SCHEMA)
+            _write_atomic(path, lambda f: pq.write_table(table, f))
         else:
             rows = _uniform(rows, {"history": [], "system": system_prompt or ""})
             path = out_dir / f"{split}.jsonl"
-            _write_atomic(path, _jsonl(rows))
+            _write_bytes(path, _jsonl(rows))
         sidecar = out_dir / f"{split}.provenance.jsonl"
-        _write_atomic(sidecar, _jsonl([{k: s.get(k) for k in PROVENANCE_KEYS} for s in chosen]))
+        _write_bytes(sidecar, _jsonl([{k: s.get(k) for k in PROVENANCE_KEYS} for s in chosen]))
         data_files.append(path)
         sidecars.append(sidecar)
         info[f"{name}_{split}"] = _info_entry(fmt, path.name, rows)
         counts[split] = len(rows)
     info_path = out_dir / "dataset_info.json"
-    _write_atomic(info_path, (json.dumps(info, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    _write_bytes(info_path, (json.dumps(info, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     written = data_files + sidecars + [info_path]
     manifest = {
         "name": name,
@@ -219,5 +277,5 @@ def export_dataset(samples: list[dict], fmt: str, out_dir: Path, name: str,
         "files": {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in written},
     }
     manifest_path = out_dir / "manifest.json"
-    _write_atomic(manifest_path, (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
+    _write_bytes(manifest_path, (json.dumps(manifest, ensure_ascii=False, indent=2) + "\n").encode("utf-8"))
     return written + [manifest_path]

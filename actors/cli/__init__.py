@@ -48,10 +48,22 @@ def _exit_codes() -> list[tuple]:
         (KeyboardInterrupt, 130, lambda exc, args: "interrupted; finished batches are stored, rerun to continue"),
         (KeyError, 2, _unknown_project),
         # StoreLockedError is one; Ray re-raises the store actor's with the actor's traceback appended
-        (RuntimeError, 2, lambda exc, args: "error: " + str(exc).split("\n")[0]),
+        (RuntimeError, 2, lambda exc, args: "error: " + _cause(exc)),
         # ConfigError is a ValueError: its message lists every problem of the config with its fix
         ((UserError, ValueError, IngestError), 2, lambda exc, args: f"error: {exc}"),
     ]
+
+
+def _cause(exc: BaseException) -> str:
+    """What really went wrong, in one line: the message of the exception a Ray task or actor raised (Ray's own
+    text starts with its traceback: `ray::StoreActor.ready() (pid=...)`), else the exception's first line."""
+    from ray.exceptions import RayActorError, RayTaskError  # loaded once a command has failed
+
+    while isinstance(exc, RayTaskError) and isinstance(exc.cause, BaseException) and exc.cause is not exc:
+        exc = exc.cause
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()] or [type(exc).__name__]
+    # a Ray error without a cause object (an actor that died in its constructor) ends with the cause's own line
+    return lines[-1] if isinstance(exc, (RayTaskError, RayActorError)) else lines[0]
 
 
 def _unknown_project(exc: KeyError, args) -> str:

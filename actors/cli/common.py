@@ -3,20 +3,41 @@ result as JSON or for people."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+
+from backend.config import check_project_name
 
 
 class UserError(Exception):
     """A problem the user fixes; its message says how. `main` prints it and exits 2."""
 
 
+def add_project(parser, **kwargs) -> None:
+    """The `--project NAME` option, refused by argparse (exit 2, with the pattern) when it is no valid name."""
+    parser.add_argument("--project", type=_project_name, metavar="NAME", **kwargs)
+
+
+def _project_name(text: str) -> str:
+    try:
+        return check_project_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def add_project_view(sub, name: str, help: str, func) -> None:
     """A subcommand that shows one thing about a project: `--project` and `--json`, nothing else."""
     p = sub.add_parser(name, help=help)
-    p.add_argument("--project", required=True)
+    add_project(p, required=True)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=func)
+
+
+def config_source(config: str | None) -> str:
+    """Where a command's settings came from (its `--config` file, if any, then its flags), for the header of an
+    invalid configuration's message; the file's own problems name it on every line."""
+    return f"{config} and the command line" if config else "the command line"
 
 
 def connect(args):

@@ -6,7 +6,7 @@ import os
 
 from backend.config_base import add_config_flags, apply_config_flags
 from backend.ingest_config import IngestConfig
-from actors.cli.common import UserError, add_project_view, connect, emit
+from actors.cli.common import UserError, add_project, add_project_view, connect, emit
 from actors.printers import chunking_bar, print_ingest, print_projects, print_stats
 
 
@@ -17,7 +17,7 @@ INGEST_FLAGS = ["include", "exclude", "respect_gitignore", "max_file_bytes", "ch
 def add_commands(sub) -> None:
     ing = sub.add_parser("ingest", help="read a repository's docs and code into chunks")
     ing.add_argument("path", help="the repository folder")
-    ing.add_argument("--project", required=True, help="project name (created on first ingest)")
+    add_project(ing, required=True, help="project name (created on first ingest)")
     add_config_flags(ing, IngestConfig, INGEST_FLAGS)
     ing.add_argument("--json", action="store_true", help="print the report as JSON")
     ing.set_defaults(func=cmd_ingest)

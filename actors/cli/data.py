@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import yaml
+from pathlib import Path
 
-from backend.config_base import add_config_flags, apply_config_flags
+from backend.config_base import add_config_flags, apply_config_flags, read_yaml
 from backend.curate_config import CurateConfig
 from backend.export_config import ExportConfig
 from backend.synth_config import SynthConfig
-from actors.cli.common import add_project_view, connect, emit
+from actors.cli.common import add_project, add_project_view, config_source, connect, emit
 from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_synth,
                              progress_bar)
 
@@ -16,12 +16,12 @@ from actors.printers import (print_curated, print_datasets, print_dead_letters, 
 SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
                "endpoint.tpm", "language", "max_chunks", "max_cost_usd"]
 CURATE_FLAGS = ["judge_threshold", "near_dup_threshold", "exec_check"]
-EXPORT_FLAGS = ["format", "out", "system_prompt"]
+EXPORT_FLAGS = ["format", "out", "system_prompt", "force"]
 
 
 def add_commands(sub) -> None:
     sy = sub.add_parser("synth", help="generate instruction samples from a project's chunks")
-    sy.add_argument("--project", required=True)
+    add_project(sy, required=True)
     sy.add_argument("--config", default=None, help="YAML file of SynthConfig settings (see README)")
     add_config_flags(sy, SynthConfig, SYNTH_FLAGS)
     sy.add_argument("--dry-run", action="store_true", help="print the plan and its cost estimate; send nothing")
@@ -31,7 +31,7 @@ def add_commands(sub) -> None:
     sy.set_defaults(func=cmd_synth)
 
     cu = sub.add_parser("curate", help="curate a synthesis run's samples into a new dataset version")
-    cu.add_argument("--project", required=True)
+    add_project(cu, required=True)
     cu.add_argument("--run", action="append", default=[], help="synthesis run(s) (default: the latest)")
     cu.add_argument("--judge", action="store_true", help="score samples with the LLM judge (--config endpoint)")
     add_config_flags(cu, CurateConfig, CURATE_FLAGS)
@@ -42,7 +42,7 @@ def add_commands(sub) -> None:
     add_project_view(sub, "datasets", "dataset versions with sample counts per split", cmd_datasets)
 
     ex = sub.add_parser("export", help="write a dataset version as Alpaca, ShareGPT, OpenAI messages or Parquet")
-    ex.add_argument("--project", required=True)
+    add_project(ex, required=True)
     ex.add_argument("--dataset", default=None, help="version (default: the latest)")
     add_config_flags(ex, ExportConfig, EXPORT_FLAGS)
     ex.add_argument("--json", action="store_true")
@@ -52,7 +52,7 @@ def add_commands(sub) -> None:
 
 
 def cmd_synth(args) -> int:
-    cfg = _synth_config(args).validate()
+    cfg = _synth_config(args).validate(config_source(args.config))
     client = connect(args)
     with progress_bar("synthesizing", args.json) as on_progress:
         summary = client.synth(args.project, cfg, retry_failed=args.retry_failed, new_run=args.new,
@@ -77,14 +77,15 @@ def cmd_curate(args) -> int:
 
 def _curate_configs(args) -> tuple[CurateConfig, SynthConfig | None]:
     """The curation settings (file, then flags) and, with --judge, the judge's endpoint from the file's `synth:`."""
-    data = (yaml.safe_load(open(args.config)) or {}) if args.config else {}
-    cfg = apply_config_flags(CurateConfig.from_dict(data.get("curate") or {}, args.config or "--config"), args,
-                             CURATE_FLAGS).validate()
-    # the judge is always an API endpoint: a `generator:` in the file is overridden, not a clash
+    data = (read_yaml(args.config) or {}) if args.config else {}
+    source = config_source(args.config)
+    cfg = apply_config_flags(CurateConfig.from_dict(data.get("curate"), args.config or "--config"), args,
+                             CURATE_FLAGS).validate(source)
     judge = None
     if args.judge:
-        judge = SynthConfig.from_dict({**(data.get("synth") or {}), "generator": "openai"}, args.config or "--config")
-        judge.validate()
+        judge = SynthConfig.from_dict(data.get("synth"), args.config or "--config")
+        judge.generator = "openai"  # the judge is always an API endpoint: a `generator:` in the file is no clash
+        judge.validate(source)
     return cfg, judge
 
 
@@ -97,7 +98,10 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_export(args) -> int:
+    from backend.export import check_destination  # pyarrow: loaded by the command that writes files
+
     cfg = apply_config_flags(ExportConfig(), args, EXPORT_FLAGS).validate()
+    check_destination(Path(cfg.out), cfg.force)  # before Ray starts; the client checks again as it writes
     exported = connect(args).export(args.project, cfg, version=args.dataset)
     emit(args, exported, lambda d: print_export(d, args.project))
     return 0

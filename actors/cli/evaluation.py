@@ -7,7 +7,7 @@ from backend.config import resolve_home
 from backend.config_base import add_config_flags, apply_config_flags
 from backend.eval_config import EvalConfig
 from backend.synth_config import SynthConfig
-from actors.cli.common import UserError, connect, emit
+from actors.cli.common import UserError, config_source, connect, emit
 from actors.printers import eval_document, print_eval, print_eval_matrix, print_models
 
 
@@ -40,7 +40,8 @@ def add_commands(sub) -> None:
 
 
 def cmd_eval(args) -> int:
-    result = connect(args).evaluate(args.run, _eval_config(args))
+    cfg = _eval_config(args)  # before Ray starts: a mistake in the file or a flag costs no wait
+    result = connect(args).evaluate(args.run, cfg)
     emit(args, eval_document(result), print_eval)
     return 0 if result["status"] == "completed" else 1
 
@@ -50,7 +51,7 @@ def _eval_config(args) -> EvalConfig:
     cfg = EvalConfig()
     if args.config:
         cfg.endpoint = SynthConfig.from_file(args.config).endpoint
-    return apply_config_flags(cfg, args, EVAL_FLAGS).validate()
+    return apply_config_flags(cfg, args, EVAL_FLAGS).validate(config_source(args.config))
 
 
 def cmd_eval_show(args) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE, exposed_without_gate
 from backend.config import resolve_home
-from actors.cli.common import UserError, cluster_named, connect, emit
+from actors.cli.common import UserError, add_project, cluster_named, connect, emit
 from actors.demo import run_demo
 from actors.printers import print_cluster
 from actors.runtime import live_cluster_address, start_local_cluster, stop_local_cluster
@@ -32,7 +32,7 @@ def add_commands(sub) -> None:
     da.set_defaults(func=cmd_dashboard)
 
     de = sub.add_parser("demo", help="run the pipeline on the bundled sample repository")
-    de.add_argument("--project", default="sample")
+    add_project(de, default="sample")
     de.add_argument("--no-dashboard", action="store_true", help="stop after printing the summary")
     de.add_argument("--host", default="127.0.0.1", help="the dashboard's address (as for `doctune dashboard`)")
     de.add_argument("--port", type=int, default=8501)

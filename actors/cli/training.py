@@ -5,7 +5,7 @@ from __future__ import annotations
 from backend.config import resolve_home
 from backend.config_base import add_config_flags, apply_config_flags
 from backend.train_config import TrainConfig, load_preset
-from actors.cli.common import UserError, cluster_named, connect, emit
+from actors.cli.common import UserError, add_project, cluster_named, config_source, connect, emit
 from actors.printers import (print_cancelled, print_merged, print_runs, print_train, print_train_config,
                              progress_bar)
 from actors.runtime import live_cluster_address, start_local_cluster
@@ -16,7 +16,7 @@ TRAIN_FLAGS = ["training.max_steps"]  # --preset picks the preset file the confi
 
 def add_commands(sub) -> None:
     tr = sub.add_parser("train", help="train a LoRA adapter on a dataset version (one GPU actor per run)")
-    tr.add_argument("--project", default=None)
+    add_project(tr, default=None)
     tr.add_argument("--dataset", default=None, help="version (default: the project's latest)")
     tr.add_argument("--preset", default=None, help="seed, smol, tiny, qwen2.5-coder-1.5b, ... (default: seed with a "
                                                     "GPU, smol without)")
@@ -33,7 +33,7 @@ def add_commands(sub) -> None:
     ca.set_defaults(func=cmd_cancel)
 
     ru = sub.add_parser("runs", help="list runs (ingest, synthesis, training, evaluation)")
-    ru.add_argument("--project", default=None)
+    add_project(ru, default=None)
     ru.add_argument("--limit", type=int, default=50)
     ru.add_argument("--json", action="store_true")
     ru.set_defaults(func=cmd_runs)
@@ -58,12 +58,13 @@ def add_commands(sub) -> None:
 def cmd_train(args) -> int:
     if args.resume is None and args.project is None:
         raise UserError("name a --project to train, or --resume RUN")
+    # a named file or preset is checked before Ray starts, so a mistake in it costs no wait
+    cfg = _train_config(args) if args.resume is None and (args.config or args.preset) else None
     if args.detach and not cluster_named(args):
         start_local_cluster(resolve_home(args.home))  # the run must outlive this command
     client = connect(args)
-    cfg = None
-    if args.resume is None:
-        cfg = apply_config_flags(_train_config(args, gpu=client.cluster_has_gpu()), args, TRAIN_FLAGS)
+    if args.resume is None and cfg is None:
+        cfg = _train_config(args, gpu=client.cluster_has_gpu())
     with progress_bar("training", args.json) as on_progress:
         result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
                               wait=not args.detach, on_progress=on_progress)
@@ -71,11 +72,10 @@ def cmd_train(args) -> int:
     return 0 if result["status"] in {"completed", "cancelled", "queued"} else 1
 
 
-def _train_config(args, gpu: bool) -> TrainConfig:
-    """The --config file, else the --preset (by default: seed with a GPU, smol without)."""
-    if args.config:
-        return TrainConfig.from_file(args.config)
-    return load_preset(args.preset or ("seed" if gpu else "smol"))
+def _train_config(args, gpu: bool = False) -> TrainConfig:
+    """The --config file, else the --preset (by default: seed with a GPU, smol without), then the flags; checked."""
+    cfg = TrainConfig.from_file(args.config) if args.config else load_preset(args.preset or ("seed" if gpu else "smol"))
+    return apply_config_flags(cfg, args, TRAIN_FLAGS).validate(config_source(args.config))
 
 
 def cmd_cancel(args) -> int:
@@ -100,7 +100,7 @@ def cmd_merge(args) -> int:
 
 
 def cmd_config(args) -> int:
-    cfg = _train_config(args, gpu=False).validate()
+    cfg = _train_config(args)
     data = cfg.to_dict()
     data["effective_batch_size"] = cfg.training.per_device_train_batch_size * cfg.training.gradient_accumulation_steps
     emit(args, data, print_train_config)

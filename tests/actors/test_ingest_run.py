@@ -103,3 +103,34 @@ def test_store_actor_refuses_a_file_held_elsewhere(ray_session, home):
         holder.kill()
         holder.wait()
     DocTune(home).store.shutdown()  # the refused actor was removed; a new one opens the freed file
+
+
+def test_ctrl_c_while_watching_stops_the_ingest_as_interrupted_and_the_rerun_goes_on(client, tmp_path):
+    files = {f"docs/{i:03}.md": f"# Doc {i}\n\n" + f"Berth {i} takes slots. " * 200 for i in range(300)}
+    root = write_tree(tmp_path / "r", files)
+
+    def ctrl_c(planned: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        client.ingest(root, "p", on_plan=ctrl_c)
+    (run,) = client.runs("p")
+    assert (run["status"], run["error"]) == ("interrupted", None)
+    again = client.ingest(root, "p")
+    assert again.status == "completed" and again.new + again.unchanged == len(files)
+
+
+def test_a_stopped_process_is_interrupted_not_failed(client, tmp_path):
+    from actors.ingest_run import ingest_repository
+    from backend.run_status import new_run_id
+
+    root = write_tree(tmp_path / "r", {"a.md": "# A\n\n" + "Alpha explains berths. " * 50})
+    run_id = new_run_id("ingest")
+    client.store.create_run(run_id, "ingest", "q", {})
+
+    def killed(files: int, size: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_repository(client.store, root, "q", IngestConfig(), run_id, on_progress=killed)
+    assert client.store.run(run_id)["status"] == "interrupted"

@@ -6,14 +6,15 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+import typing
 from dataclasses import fields, replace
 
 import pytest
 import yaml
 
 from backend.config import REPO_ROOT
-from backend.config_base import (ConfigError, add_config_flags, apply_config_flags, field_docs, flag_fields,
-                                 nested_sections)
+from backend.config_base import (BOUNDS, ConfigError, add_config_flags, apply_config_flags, field_docs, flag_fields,
+                                 nested_sections, read_yaml, type_hints)
 from backend.config_doc import CONFIGS
 from backend.curate_config import CurateConfig
 from backend.endpoint_config import EndpointConfig
@@ -49,8 +50,9 @@ def all_config_classes() -> list[type]:
 def test_problems_are_collected_from_nested_sections_and_raised_once():
     cfg = SynthConfig(tasks_per_chunk=0, endpoint=EndpointConfig(rpm=0, request_timeout_s=0))
     problems = cfg.problems()
-    assert problems == ["synth.tasks_per_chunk=0 must be at least 1", "endpoint.rpm=0 must be at least 1",
-                        "endpoint.request_timeout_s must be positive"]
+    assert problems == ["synth.tasks_per_chunk=0 must be at least 1 and at most 6 (default 2)",
+                        "endpoint.rpm=0 must be at least 1 and at most 10000000 (default 600; flag --rpm)",
+                        "endpoint.request_timeout_s=0 must be above 0 and at most 3600 (default 120.0)"]
     with pytest.raises(ConfigError) as err:
         cfg.validate()
     assert err.value.problems == problems
@@ -64,6 +66,127 @@ def test_defaults_and_the_changed_settings_are_valid(cls):
     if cls is not ExportConfig:  # an export needs its output folder
         assert cls().problems() == []
     assert cls.from_dict(CHANGED[cls]).problems() == []
+
+
+# --- types and bounds ------------------------------------------------------------------------------
+
+WRONG_TYPES = [  # (config, a file's settings, the field named, the type asked for)
+    (SynthConfig, {"endpoint": {"concurrency": "abc"}}, "synth.endpoint.concurrency=\"abc\"", "a whole number"),
+    (SynthConfig, {"endpoint": {"rpm": True}}, "synth.endpoint.rpm=true", "a whole number"),  # a bool is no int
+    (SynthConfig, {"task_mix": {"qa": "x"}}, "synth.task_mix['qa']=\"x\"", "a number"),
+    (SynthConfig, {"task_mix": ["qa"]}, "synth.task_mix=[\"qa\"]", "a mapping of text to numbers"),
+    (SynthConfig, {"endpoint": {"prices": {"m": {"input": "1"}}}}, "synth.endpoint.prices['m']['input']", "a number"),
+    (SynthConfig, {"max_cost_usd": "5"}, "synth.max_cost_usd=\"5\"", "a number, or null"),
+    (IngestConfig, {"exclude": "tests/**"}, "ingest.exclude=\"tests/**\"", "a list of text"),
+    (IngestConfig, {"chunk": {"tokenizer": 5}}, "ingest.chunk.tokenizer=5", "text, or null"),
+    (TrainConfig, {"data": {"tasks": ["facts", 3]}}, "train.data.tasks[1]=3", "text"),
+    (TrainConfig, {"training": {"learning_rate": "1e-4"}}, "train.training.learning_rate", "write it with a dot"),
+    (TrainConfig, {"model": {"load_in_4bit": "yes"}}, "train.model.load_in_4bit=\"yes\"", "true or false"),
+    (EvalConfig, {"limits": {"probe": 2.5}}, "eval.limits['probe']=2.5", "a whole number"),
+    (CurateConfig, {"splits": {"train": None}}, "curate.splits['train']=null", "a number"),
+]
+
+
+@pytest.mark.parametrize("cls,data,named,expected", WRONG_TYPES, ids=lambda v: str(v)[:40])
+def test_a_value_of_the_wrong_type_names_the_file_the_field_and_the_type(cls, data, named, expected):
+    with pytest.raises(ConfigError) as err:
+        cls.from_dict(data, "my.yaml")
+    (problem,) = err.value.problems
+    assert problem.startswith(f"my.yaml: {named}") and expected in problem and "(default " in problem
+
+
+def test_types_that_fit():
+    fitting = {"num_train_epochs": 2, "learning_rate": 1, "save_total_limit": None}  # an int is a float; None
+    assert TrainConfig.from_dict({"training": fitting, "data": {"tasks": None}}).problems() == []
+    assert SynthConfig.from_dict({"task_mix": {"qa": 1}, "max_cost_usd": 3}).problems() == []
+
+
+def test_types_are_checked_in_validate_too_and_own_checks_wait_for_them():
+    """A config built in code (the dashboard's forms) gets the same checks; `own_problems` would compare text."""
+    cfg = CurateConfig(num_perm="64", splits={"train": "all"})
+    assert [p.split("=")[0] for p in cfg.problems()] == ["curate.num_perm", "curate.splits['train']"]
+    assert SynthConfig(endpoint={"rpm": 5}).problems() == [
+        "endpoint must be a mapping of settings (EndpointConfig), got dict"]
+
+
+OUT_OF_BOUNDS = [
+    (SynthConfig, {"temperature": 2.5}, "synth.temperature=2.5 must be at least 0 and at most 2"),
+    (SynthConfig, {"max_output_tokens": 2_000_000}, "synth.max_output_tokens=2000000 must be at least 1 and at most"),
+    (SynthConfig, {"endpoint": {"concurrency": 0}}, "synth.endpoint.concurrency=0 must be at least 1 and at most 10000"),
+    (SynthConfig, {"endpoint": {"tpm": -5}}, "synth.endpoint.tpm=-5 must be at least 1"),
+    (SynthConfig, {"max_cost_usd": 0}, "synth.max_cost_usd=0 must be above 0"),
+    (CurateConfig, {"judge_threshold": 11}, "curate.judge_threshold=11 must be at least 1 and at most 10"),
+    (TrainConfig, {"training": {"learning_rate": 5.0}}, "train.training.learning_rate=5.0 must be above 0 and at most 1"),
+    (TrainConfig, {"training": {"per_device_train_batch_size": 0}}, "train.training.per_device_train_batch_size=0 must be at least 1"),
+    (TrainConfig, {"model": {"max_seq_length": 10_000_000}}, "train.model.max_seq_length=10000000 must be at least 16"),
+    (TrainConfig, {"lora": {"dropout": 1.0}}, "train.lora.dropout=1.0 must be at least 0 and below 1"),
+    (EvalConfig, {"limit": 0}, "eval.limit=0 must be at least 1"),
+    (EvalConfig, {"batch_size": 100_000}, "eval.batch_size=100000 must be at least 1 and at most 4096"),
+    (IngestConfig, {"chunk": {"max_tokens": 8}}, "ingest.chunk.max_tokens=8 must be at least 16"),
+]
+
+
+@pytest.mark.parametrize("cls,data,message", OUT_OF_BOUNDS, ids=lambda v: str(v)[:40])
+def test_a_value_out_of_bounds_names_the_file_the_field_and_the_bounds(cls, data, message):
+    with pytest.raises(ConfigError) as err:
+        cls.from_dict(data, "my.yaml")
+    assert err.value.problems[0].startswith(f"my.yaml: {message}") and "(default " in err.value.problems[0]
+
+
+def test_every_numeric_setting_has_bounds_and_its_default_keeps_them():
+    for cls in all_config_classes():
+        hints = type_hints(cls)
+        for f in fields(cls):
+            hint = hints[f.name]
+            scalar = typing.get_origin(hint) not in (list, dict)  # a number, or a number or null
+            if scalar and {hint, *typing.get_args(hint)} & {int, float}:
+                assert {"min", "above"} & set(f.metadata) and {"max", "below"} & set(f.metadata), \
+                    f"{cls.__name__}.{f.name} needs bounds"
+                assert set(f.metadata) - {"flag", "choices"} <= set(BOUNDS)
+    for cls in CONFIGS:
+        assert cls().problems() == [] or cls is ExportConfig
+
+
+def test_flags_go_through_the_same_checks():
+    names = ["endpoint.concurrency", "max_cost_usd"]
+    parser = argparse.ArgumentParser()
+    add_config_flags(parser, SynthConfig, names)
+    cfg = apply_config_flags(SynthConfig(), parser.parse_args(["--concurrency", "20000", "--max-cost", "-1"]), names)
+    with pytest.raises(ConfigError) as err:
+        cfg.validate("the command line")
+    assert str(err.value).startswith("invalid configuration (the command line):")
+    assert [p.split(" must")[0] for p in err.value.problems] == ["synth.max_cost_usd=-1.0",
+                                                                "endpoint.concurrency=20000"]
+    assert "; flag --concurrency" in err.value.problems[1] and "; flag --max-cost" in err.value.problems[0]
+
+
+BAD_FILES = [  # (the file's text, what the one problem says after the file's name)
+    ("synth:\n  concurrency: [1\n", ":3:1: invalid YAML: "),
+    ("synth:\n\tconcurrency: 4\n", ":2:1: invalid YAML: found character '\\t'"),
+    ("- synth\n- train\n", ": holds a list, not a mapping of settings"),
+    ("just words\n", ": holds text, not a mapping of settings"),
+    ("synth: 5\n", ": `synth` must be a mapping of settings, got int"),
+]
+
+
+@pytest.mark.parametrize("text,said", BAD_FILES, ids=lambda v: v[:20])
+def test_a_file_that_is_no_mapping_of_settings_is_one_problem_naming_it(tmp_path, text, said):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        SynthConfig.from_file(path)
+    (problem,) = err.value.problems
+    assert problem.startswith(f"{path}{said}"), problem
+
+
+def test_a_missing_or_unreadable_file_is_one_problem_naming_it(tmp_path):
+    for path, said in [(tmp_path / "nope.yaml", "no such config file"), (tmp_path, "is a folder")]:
+        with pytest.raises(ConfigError, match=said):
+            read_yaml(path)
+    binary = tmp_path / "b.yaml"
+    binary.write_bytes(b"synth: \xff\xfe\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        TrainConfig.from_file(binary)
 
 
 # --- YAML files -----------------------------------------------------------------------------------

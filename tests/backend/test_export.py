@@ -1,5 +1,6 @@
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -216,3 +217,47 @@ def test_only_present_splits_are_written(tmp_path):
     assert [p.name for p in written[:2]] == ["train.jsonl", "holdout.jsonl"]
     assert json.loads((tmp_path / "manifest.json").read_text())["counts"] == {"train": 1, "holdout": 1}
     assert not (tmp_path / "val.jsonl").exists()
+
+
+# --- a safe destination ---------------------------------------------------------------------------
+
+def test_a_folder_that_holds_files_is_refused_unless_forced(tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"is not empty \(1 entries: notes.txt\).*--force"):
+        export_dataset(dataset(), "alpaca", tmp_path, "x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    written = export_dataset(dataset(), "alpaca", tmp_path, "x", force=True)
+    again = export_dataset(dataset(), "sharegpt", tmp_path, "x", force=True)  # DocTune's own files are replaced
+    assert [p.name for p in again] == [p.name for p in written]
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([p.name for p in written] + ["notes.txt"])
+
+
+@pytest.mark.parametrize("where,said", [("file", "is a file, not a folder"), ("/dev/null", "is a device"),
+                                        ("/proc/self", "is under /proc"), ("/sys/x", "is under /sys")])
+def test_a_destination_that_is_no_folder_of_yours_is_refused(tmp_path, where, said):
+    out = tmp_path / "file" if where == "file" else Path(where)
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ValueError, match=said):
+        export_dataset(dataset(), "alpaca", out, "x")
+    assert (tmp_path / "file").read_text() == "not a folder"
+
+
+def test_links_planted_in_the_folder_are_replaced_never_written_through(tmp_path):
+    victim, out = tmp_path / "victim.txt", tmp_path / "out"
+    victim.write_text("precious")
+    out.mkdir()
+    for name in ("train.jsonl.tmp", "manifest.json.tmp", "train.jsonl", "dataset_info.json"):
+        (out / name).symlink_to(victim)
+    export_dataset(dataset(), "alpaca", out, "x", force=True)
+    assert victim.read_text() == "precious"
+    assert not (out / "train.jsonl").is_symlink() and (out / "train.jsonl").stat().st_size > 0
+    assert (out / "train.jsonl.tmp").is_symlink()  # never touched: the temporary files have names of their own
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary file left behind
+    assert (out / "train.jsonl").stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
