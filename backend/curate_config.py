@@ -53,7 +53,8 @@ class CurateConfig(Config):
 
     def own_problems(self) -> list[str]:
         out = []
-        if self.max_output_chars <= max(self.min_output_chars, 0):
+        # below 1 is already a bound problem of its own; this one is about the pair
+        if 1 <= self.max_output_chars <= max(self.min_output_chars, 0):
             out.append(f"curate.max_output_chars={self.max_output_chars} must be above min_output_chars "
                        f"({self.min_output_chars}); 8000 is typical")
         if not self.splits:
