@@ -13,7 +13,7 @@ from backend.config import resolve_home
 from actors.cli.common import UserError, cluster_named, connect, emit
 from actors.demo import run_demo
 from actors.printers import print_cluster
-from actors.runtime import live_cluster_address, start_local_cluster, stop_local_cluster
+from actors.runtime import home_token, live_cluster_address, ray_temp_dir, start_local_cluster, stop_local_cluster
 
 
 def add_commands(sub) -> None:
@@ -46,7 +46,9 @@ def add_commands(sub) -> None:
 def cmd_cluster(args) -> int:
     home = resolve_home(args.home)
     if args.action == "start":
-        state = {"address": start_local_cluster(home, args.num_cpus), "running": True}
+        # where its token is (to join it from elsewhere: --ray-token-file) and Ray's temp folder, said on start
+        state = {"address": start_local_cluster(home, args.num_cpus), "running": True,
+                 "token_file": str(home_token(home)), "temp_dir": ray_temp_dir(home)}
     elif args.action == "stop":
         state = {"stopped": stop_local_cluster(home), "running": False}
     else:
