@@ -10,6 +10,7 @@ from pathlib import Path
 
 from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE, exposed_without_gate
 from backend.config import resolve_home
+from backend.endpoint_config import hand_over_key
 from actors.cli.common import UserError, cluster_named, connect, emit
 from actors.demo import run_demo
 from actors.printers import print_cluster
@@ -114,7 +115,8 @@ def _serve_dashboard(home: Path, host: str, port: int, ray_address: str | None) 
     import ray
 
     ray.shutdown()  # the store actor lives in the cluster: the dashboard finds it there
-    env = dict(os.environ, DOCTUNE_HOME=str(home))
+    # the key goes over a pipe, not in the environment that /proc/<pid>/environ shows for the dashboard's life
+    env = hand_over_key(dict(os.environ, DOCTUNE_HOME=str(home)))
     if ray_address:  # else RAY_ADDRESS, if set, is already in the environment handed over
         env["RAY_ADDRESS"] = ray_address
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
