@@ -127,7 +127,8 @@ def ray_temp_dir(home: Path) -> str:
     if len(str(preferred)) <= SOCKET_PATH_MAX - SOCKET_SUFFIX:
         private_dir(home / "ray")
         return str(preferred)
-    short = private_dir(Path("/tmp") / f"doctune-{os.getuid()}") / hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:12]
+    short = private_dir(Path("/tmp") / f"doctune-{os.getuid()}") / digest
     logging.getLogger("doctune").warning(
         "%s is too long for Ray's socket paths: Ray's temp folder for this home is %s (private, 0700)", preferred, short)
     return str(short)
