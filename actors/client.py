@@ -30,7 +30,8 @@ class DocTune:
 
     Args:
         home: the home folder (default: `DOCTUNE_HOME`, else `data/runtime`).
-        ray_address: a cluster to join (default: `RAY_ADDRESS`, else a local cluster).
+        ray_address: a cluster to join (default: `RAY_ADDRESS`, else the home's own cluster, else a local one);
+            with its token as `init_ray` finds it.
     """
 
     def __init__(self, home: str | Path | None = None, ray_address: str | None = None,
@@ -41,9 +42,8 @@ class DocTune:
 
         self.home = resolve_home(home)
         # an explicit address, else RAY_ADDRESS, else the cluster this home started, else a local one
-        address = ray_address or os.environ.get("RAY_ADDRESS")
-        own = None if address else live_cluster_address(self.home)
-        self.ray_address = init_ray(address or own, num_cpus=num_cpus, token_auth=own is not None)
+        address = ray_address or os.environ.get("RAY_ADDRESS") or live_cluster_address(self.home)
+        self.ray_address = init_ray(address, num_cpus=num_cpus, home=self.home)
         self.store = StoreClient(self.home)
 
     def connected(self) -> bool:

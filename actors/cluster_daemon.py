@@ -24,7 +24,8 @@ def main() -> None:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     signal.signal(signal.SIGINT, lambda *_: done.set())
-    address = init_ray(None, num_cpus=args.num_cpus)
+    os.umask(0o077)  # what the cluster writes (Ray's session folder, the database, run folders) is the user's alone
+    address = init_ray(None, num_cpus=args.num_cpus, home=args.home)
     record = Path(args.home) / CLUSTER_FILE
     # written last: its presence means the cluster is up
     record.write_text(json.dumps({"address": address, "pid": os.getpid()}))

@@ -33,6 +33,27 @@ def check_project_name(name: str) -> str:
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
     """The DocTune home folder: `--home`, else `DOCTUNE_HOME`, else `data/runtime` in the checkout."""
     chosen = home or os.environ.get("DOCTUNE_HOME") or DEFAULT_HOME
-    path = Path(chosen).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
+    path = private_dir(Path(chosen).expanduser().resolve())
+    for folder in PRIVATE_FOLDERS:
+        private_dir(path / folder)
+    return path
+
+
+# what a home holds beside the database: logs, run folders (adapters, checkpoints), Ray's token and temp folder
+PRIVATE_FOLDERS = ("logs", "runs", "ray")
+
+
+def private_dir(path: Path) -> Path:
+    """`path` as a folder only its owner can enter (0700), created if need be.
+
+    Raises:
+        PermissionError: it belongs to another user, or is a symlink (it could lead anywhere).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = path.lstat()
+    if path.is_symlink() or st.st_uid != os.getuid():
+        raise PermissionError(f"{path} is a symlink or belongs to another user; DocTune keeps its data in folders "
+                              "of its own: choose another --home (or remove it)")
+    if st.st_mode & 0o077:
+        path.chmod(0o700)
     return path

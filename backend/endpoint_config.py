@@ -56,12 +56,43 @@ class EndpointConfig(Config):
         return table.get(self.model)
 
 
+# The file descriptor of a pipe holding the key, for a process that must not carry it in its environment
+KEY_PIPE_VARIABLE = "DOCTUNE_API_KEY_FD"
+
+
 def api_key() -> str | None:
     """The endpoint's key from the environment (never stored anywhere by DocTune)."""
     for name in KEY_VARIABLES:
         if os.environ.get(name):
             return os.environ[name]
     return None
+
+
+def hand_over_key(env: dict[str, str]) -> dict[str, str]:
+    """`env` for a process this one execs (the dashboard) without the key variables; the key, if any, waits in an
+    inherited pipe named by `KEY_PIPE_VARIABLE` for `take_handed_key`. The environment a process starts with is
+    readable in /proc/<pid>/environ for its whole life; a pipe is read once and is empty after."""
+    env = {k: v for k, v in env.items() if k not in KEY_VARIABLES}
+    key = api_key()
+    if key:
+        read, write = os.pipe()  # holds 64 KiB before a write blocks: far more than a key
+        os.write(write, key.encode())
+        os.close(write)
+        os.set_inheritable(read, True)
+        env[KEY_PIPE_VARIABLE] = str(read)
+    return env
+
+
+def take_handed_key() -> None:
+    """Read the key `hand_over_key` left in the pipe into this process's variables (set after the start, they are
+    not in /proc/<pid>/environ), once."""
+    fd = os.environ.pop(KEY_PIPE_VARIABLE, None)
+    if fd is None:
+        return
+    with os.fdopen(int(fd)) as pipe:
+        key = pipe.read()
+    if key:
+        os.environ[KEY_VARIABLES[0]] = key
 
 
 class Secret:

@@ -92,17 +92,13 @@ def bench_config(max_steps: int, eval_save_steps: int) -> TrainConfig:
     return cfg
 
 
-def start_local_ray(num_cpus: int) -> None:
-    """A fresh loopback cluster of our own, as `actors.runtime.init_ray` starts one. `address="local"`: plain
-    `ray.init()` would join any other cluster running on this machine (e.g. a test session's)."""
-    import ray
+def start_local_ray(num_cpus: int, home: Path) -> None:
+    """A fresh loopback cluster of our own with the home's token and temp folder (`actors.runtime.init_ray`
+    without an address), not a cluster that RAY_ADDRESS names (e.g. a test session's)."""
+    from actors.runtime import init_ray
 
-    from actors.runtime import NAMESPACE, _loopback_only
-
-    _loopback_only(ray)
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, namespace=NAMESPACE,
-             log_to_driver=False, logging_level=logging.WARNING, _node_ip_address="127.0.0.1")
+    os.environ.pop("RAY_ADDRESS", None)
+    init_ray(None, num_cpus=num_cpus, home=home)
 
 
 def actor_threads() -> dict:
@@ -259,7 +255,7 @@ def main() -> None:
     home = tmp / "home"
     client = None
     try:
-        start_local_ray(args.num_cpus)
+        start_local_ray(args.num_cpus, home)
         client = DocTune(home)
         client.store.upsert_project(PROJECT, "/nowhere", None)
         version = client.store.create_dataset(PROJECT, synthetic_rows(args.rows), source_runs=["r"], config={},

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import streamlit as st
 
+from backend.endpoint_config import take_handed_key
 from dashboard.auth import require_login
 
 VIEWS = Path(__file__).parent / "views"
+take_handed_key()  # the key `doctune dashboard` handed over on a pipe, if any (once: later reruns find none)
 
 st.set_page_config(page_title="DocTune", page_icon=":material/build:", layout="wide")
 require_login()

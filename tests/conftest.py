@@ -28,13 +28,14 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
-    """One local Ray on 127.0.0.1 with 2 CPUs, shared by every test that needs it."""
+def ray_session(tmp_path_factory):
+    """One local Ray on 127.0.0.1 with 2 CPUs, shared by every test that needs it (its token and temp folder those
+    of a home of its own)."""
     import ray
 
     from actors.runtime import init_ray
 
-    init_ray(num_cpus=2)
+    init_ray(num_cpus=2, home=tmp_path_factory.mktemp("ray-home"))
     yield ray
     ray.shutdown()
 

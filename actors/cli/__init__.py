@@ -5,14 +5,19 @@ langchain, torch) load inside the commands that use them, so `doctune --help` an
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from pathlib import Path
 
 from actors.cli import corpus, data, evaluation, ops, training
 from actors.cli.common import UserError, connect
+from actors.runtime import TOKEN_FILE_VARIABLE
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.ray_token_file:  # read where Ray is joined, and by the dashboard this command may hand over to
+        os.environ[TOKEN_FILE_VARIABLE] = str(Path(args.ray_token_file).expanduser().resolve())
     try:
         return args.func(args)
     except (Exception, KeyboardInterrupt) as exc:
@@ -32,6 +37,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder holding the database and run artifacts (env DOCTUNE_HOME; default data/runtime)")
     p.add_argument("--ray-address", default=None,
                    help="join this Ray cluster (env RAY_ADDRESS); default: start a local one on 127.0.0.1")
+    p.add_argument("--ray-token-file", default=None,
+                   help=f"the token of the cluster at --ray-address (env {TOKEN_FILE_VARIABLE}, or the token itself "
+                        "in RAY_AUTH_TOKEN); this home's own cluster needs none")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (corpus, data, training, evaluation, ops):
         group.add_commands(sub)
@@ -51,6 +59,8 @@ def _exit_codes() -> list[tuple]:
         (RuntimeError, 2, lambda exc, args: "error: " + _cause(exc)),
         # ConfigError is a ValueError: its message lists every problem of the config with its fix
         ((UserError, ValueError, IngestError), 2, lambda exc, args: f"error: {exc}"),
+        # a home that is a symlink or someone else's folder (backend.config.private_folder says which and why)
+        (PermissionError, 2, lambda exc, args: f"error: {exc}"),
     ]
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE, exposed_without_gate
 from backend.config import resolve_home
+from backend.endpoint_config import hand_over_key
 from actors.cli.common import UserError, add_project, cluster_named, connect, emit
 from actors.demo import run_demo
 from actors.printers import print_cluster
-from actors.runtime import live_cluster_address, start_local_cluster, stop_local_cluster
+from actors.runtime import home_token, live_cluster_address, ray_temp_dir, start_local_cluster, stop_local_cluster
 
 
 def add_commands(sub) -> None:
@@ -46,7 +47,9 @@ def add_commands(sub) -> None:
 def cmd_cluster(args) -> int:
     home = resolve_home(args.home)
     if args.action == "start":
-        state = {"address": start_local_cluster(home, args.num_cpus), "running": True}
+        # where its token is (to join it from elsewhere: --ray-token-file) and Ray's temp folder, said on start
+        state = {"address": start_local_cluster(home, args.num_cpus), "running": True,
+                 "token_file": str(home_token(home)), "temp_dir": ray_temp_dir(home)}
     elif args.action == "stop":
         state = {"stopped": stop_local_cluster(home), "running": False}
     else:
@@ -112,7 +115,8 @@ def _serve_dashboard(home: Path, host: str, port: int, ray_address: str | None) 
     import ray
 
     ray.shutdown()  # the store actor lives in the cluster: the dashboard finds it there
-    env = dict(os.environ, DOCTUNE_HOME=str(home))
+    # the key goes over a pipe, not in the environment that /proc/<pid>/environ shows for the dashboard's life
+    env = hand_over_key(dict(os.environ, DOCTUNE_HOME=str(home)))
     if ray_address:  # else RAY_ADDRESS, if set, is already in the environment handed over
         env["RAY_ADDRESS"] = ray_address
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"

@@ -41,7 +41,12 @@ def acquire(db_path: Path, *, role: str, ray_address: str | None) -> duckdb.Duck
         ) from None
     holder = {"pid": os.getpid(), "host": socket.gethostname(), "role": role, "ray_address": ray_address,
               "since": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    holder_path(db_path).write_text(json.dumps(holder))
+    # the database and its holder file are the user's alone (the home folder is 0700 as well)
+    db_path.chmod(0o600)
+    fd = os.open(holder_path(db_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # a holder file an older version left behind may be 0644
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(holder))
     return con
 
 
