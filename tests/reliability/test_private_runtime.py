@@ -33,7 +33,7 @@ def user_token_state():
     return USER_TOKEN.stat().st_mtime_ns if USER_TOKEN.exists() else None
 
 
-def test_a_fresh_home_is_private_after_a_command(tmp_path):
+def test_a_fresh_home_is_private_after_a_command(tmp_path, report):
     home, before = tmp_path / "h", user_token_state()
     out = run_cli("ingest", str(tiny_repo(tmp_path)), "--project", "p", home=home)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -45,6 +45,7 @@ def test_a_fresh_home_is_private_after_a_command(tmp_path):
     temp = Path(ray_temp_dir(home))
     assert list(temp.glob("session_2*")) and mode(temp.parent) == 0o700 and temp.parent.stat().st_uid == os.getuid()
     assert user_token_state() == before  # ~/.ray/auth_token neither created nor rewritten
+    report(modes=modes, ray_temp_parent=oct(mode(temp.parent)), user_token_touched=False)
 
 
 def test_a_deep_home_falls_back_to_a_short_private_temp_folder(tmp_path):
