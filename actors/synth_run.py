@@ -45,7 +45,7 @@ class SynthRun:
                  plan: dict, curate_cfg=None):
         self.store = StoreClient(Path(home))
         self.plan, self.curate_cfg = plan, curate_cfg
-        self.run_id, self.project, self.cfg_dict = run_id, project, cfg
+        self.run_id, self.project = run_id, project
         self.cfg = SynthConfig.from_dict(cfg)
         self.key = key
         self.retry_failed = retry_failed
@@ -55,15 +55,13 @@ class SynthRun:
         self.request_times: deque[float] = deque()
         self.status = RunStatus.QUEUED
         self.error: str | None = None
-        self.task: asyncio.Task | None = None
         self.cancelled = False
         self.limiter = None
 
     async def run(self) -> dict:
         """The run to its end, then its samples curated into a new dataset version; returns the summary."""
         try:
-            self.task = asyncio.get_running_loop().create_task(self._main())
-            await self.task
+            await self._main()
             return await self._summary()
         finally:
             runs.end_current_actor()
