@@ -147,8 +147,27 @@ class DocTune:
     def datasets(self, project: str) -> list[dict]:
         return self.store.datasets(project)
 
+    def current_dataset(self, project: str) -> str | None:
+        """The version training and export use by default (None: the project has none yet)."""
+        return self.store.current_dataset(project)
+
+    def set_current_dataset(self, project: str, version: str) -> None:
+        """Make `version` the default of training and export, and the line later synthesis adds onto.
+
+        Raises:
+            KeyError: no such version."""
+        self.store.set_current_dataset(project, version)
+
+    def dataset_lineage(self, project: str, version: str) -> dict:
+        """`version`'s line back to its first version (each with its operation and note), whether it is current,
+        and the reviews it leaves out (`left_out`), for a page to warn before using it.
+
+        Raises:
+            KeyError: no such version."""
+        return self.store.dataset_lineage(project, version)
+
     def export(self, project: str, cfg: ExportConfig, *, version: str | None = None) -> dict:
-        """Write a dataset version (the latest by default) as `cfg` says (Alpaca, ShareGPT, OpenAI messages or
+        """Write a dataset version (the current one by default) as `cfg` says (Alpaca, ShareGPT, OpenAI messages or
         Parquet files under `cfg.out`); returns the version, the format and the files written.
 
         Raises:
@@ -160,7 +179,7 @@ class DocTune:
         from backend.export import export_dataset  # pyarrow: loaded by the commands that write files
 
         cfg.validate()
-        version = version or self.store.latest_dataset(project)
+        version = version or self.store.current_dataset(project)
         if version is None:
             raise ValueError(f"project '{project}' has no dataset version; run `doctune synth` first")
         rows = self.store.dataset_rows(project, version)
@@ -172,9 +191,9 @@ class DocTune:
         return {"version": version, "format": cfg.format, "files": [str(p) for p in paths]}
 
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
-        """Splits, task mix, judge scores, coverage and curation stats of a version (the latest by default);
+        """Splits, task mix, judge scores, coverage and curation stats of a version (the current one by default);
         None when the project has no dataset yet."""
-        version = version or self.store.latest_dataset(project)
+        version = version or self.store.current_dataset(project)
         return self.store.dataset_profile(project, version) if version else None
 
     def browse_samples(self, project: str, version: str, *, search: str | None = None, task: str | None = None,
@@ -183,15 +202,29 @@ class DocTune:
         return self.store.browse_samples(project, version, search=search or None, task=task, split=split,
                                          limit=limit, offset=offset)
 
-    def review_dataset(self, project: str, version: str, *, edits: dict[str, dict] | None = None,
-                       rejects: list[str] | None = None, note: str | None = None) -> str:
-        """A reviewer's edits and rejections as a new dataset version; `version` stays as it was.
+    def review(self, project: str, lines: list[dict], *, version: str | None = None, note: str | None = None,
+               source: str = "the review") -> dict:
+        """A reviewer's edits and rejections (`backend.review.review_decisions` lines: `sample_id` with the fields
+        to edit, or `reject: true`) as a new dataset version on `version` (the current one by default), which stays
+        as it was. The decisions are kept and carried into every later version of the new one's line. The
+        dashboard's sample browser and `doctune review` both come here.
+
+        Returns: `version` (the new one), `parent`, `edited`, `rejected`.
 
         Raises:
-            KeyError: no such version or sample.
-            ValueError: nothing to change, or a field that cannot be edited.
+            ReviewError: a line without a sample id, a field that cannot be edited, a value of the wrong type
+                (each problem named with `source` and its line).
+            KeyError: no such version, or a sample that is not in it.
+            ValueError: the project has no dataset version, or messages edited on a single-turn sample.
         """
-        return self.store.derive_dataset(project, version, edits=edits, rejects=rejects, note=note)
+        from backend.review import review_decisions
+
+        edits, rejects = review_decisions(lines, source)
+        parent = version or self.store.current_dataset(project)
+        if parent is None:
+            raise ValueError(f"project '{project}' has no dataset version to review; run `doctune synth` first")
+        new = self.store.derive_dataset(project, parent, edits=edits, rejects=rejects, note=note)
+        return {"version": new, "parent": parent, "edited": len(set(edits) - set(rejects)), "rejected": len(rejects)}
 
     def curate(self, project: str, run_ids: list[str] | None = None, cfg: CurateConfig | None = None, *,
                judge_cfg: SynthConfig | None = None, wait: bool = True) -> dict:
@@ -227,7 +260,7 @@ class DocTune:
     def train(self, project: str | None, cfg: TrainConfig | None = None, *, version: str | None = None,
               resume_run: str | None = None, wait: bool = True,
               on_progress: Callable[[dict], None] | None = None) -> dict:
-        """Train a LoRA adapter on a dataset version (the latest by default), or resume a run.
+        """Train a LoRA adapter on a dataset version (the current one by default), or resume a run.
 
         Raises:
             KeyError: no such project.

@@ -90,16 +90,28 @@ def judge_scores(store: StoreClient, project: str, samples: list[dict], judge_cf
     return scores
 
 
+ADDING = ("synthesis", "retry", "refresh")
+"""Operations whose new samples join the current version's: curated together with them, never replacing them."""
+
+
 def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: CurateConfig | None = None,
                 judge_with: SynthConfig | None = None, key: Secret | None = None,
-                run_id: str | None = None) -> str | None:
-    """Curate the samples of `run_ids` into a new dataset version; returns the version (None if no samples).
+                run_id: str | None = None, operation: str = "curation") -> str | None:
+    """Curate the samples of `run_ids` into a new dataset version on the project's current one; returns the version
+    (None if no samples).
 
     Args:
         judge_with: an OpenAI-compatible endpoint to score samples with (needs `cfg.judge_threshold` to drop
             any), called with `key`; its requests are logged under `run_id`.
+        operation: what made the samples. An `ADDING` one curates them together with the current version's runs
+            (new version = current + new); `curation` curates exactly `run_ids` again. Either way the new version's
+            parent is the current one, whose reviews it keeps (`create_dataset`).
     """
     cfg = (cfg or CurateConfig()).validate()
+    parent = store.current_dataset(project)
+    if parent and operation in ADDING:
+        line = next(d for d in store.datasets(project) if d["version"] == parent)
+        run_ids = list(dict.fromkeys([*(line["source_runs"] or []), *run_ids]))
     samples = store.samples(run_ids)
     if not samples:
         return None
@@ -115,6 +127,7 @@ def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: Curat
         return None
     stats = dict(result.stats, dropped=len(result.dropped))
     return store.create_dataset(project, result.kept, source_runs=run_ids, config=asdict(cfg), stats=stats,
+                                parent=parent, operation=operation,
                                 note="judged by " + judge_with.endpoint.model if judge_with is not None else None)
 
 

@@ -135,8 +135,17 @@ def print_curated(d: dict) -> None:
 
 def print_datasets(rows: list[dict]) -> None:
     print("\n".join(
-        f"{r['version']:<5} {r['samples']:>6} samples  " + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items()))
-        + f"  from {', '.join(r['source_runs'] or [])}" for r in rows) or "no dataset versions yet")
+        f"{'*' if r['current'] else ' '} {r['version']:<5} {r['samples']:>6} samples  "
+        + ", ".join(f"{k} {v}" for k, v in sorted(r["splits"].items()))
+        + f"  {r['operation'] or 'curation'}" + (f" of {r['parent']}" if r["parent"] else "")
+        + (f" ({r['note']})" if r["note"] else "") + f"  from {', '.join(r['source_runs'] or [])}" for r in rows)
+        + ("\n* the current version: training and export use it by default" if rows else "")
+        or "no dataset versions yet")
+
+
+def print_review(d: dict) -> None:
+    print(f"saved as {d['version']} ({d['edited']} edited, {d['rejected']} rejected); {d['parent']} is unchanged "
+          f"and {d['version']} is now the current version")
 
 
 def print_export(d: dict, project: str) -> None:

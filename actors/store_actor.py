@@ -156,9 +156,9 @@ class StoreClient:
         return self._get(self.actor.judgements.remote(sample_ids, model))
 
     def create_dataset(self, project: str, rows: list[dict], *, source_runs: list[str], config: dict, stats: dict,
-                       parent: str | None = None, note: str | None = None) -> str:
+                       parent: str | None = None, note: str | None = None, operation: str = "curation") -> str:
         return self._get(self.actor.create_dataset.remote(project, rows, source_runs=source_runs, config=config,
-                                                          stats=stats, parent=parent, note=note))
+                                                          stats=stats, parent=parent, note=note, operation=operation))
 
     def derive_dataset(self, project: str, version: str, *, edits: dict[str, dict] | None = None,
                        rejects: list[str] | None = None, note: str | None = None) -> str:
@@ -169,6 +169,15 @@ class StoreClient:
 
     def latest_dataset(self, project: str) -> str | None:
         return self._get(self.actor.latest_dataset.remote(project))
+
+    def current_dataset(self, project: str) -> str | None:
+        return self._get(self.actor.current_dataset.remote(project))
+
+    def set_current_dataset(self, project: str, version: str) -> None:
+        return self._get(self.actor.set_current_dataset.remote(project, version))
+
+    def dataset_lineage(self, project: str, version: str) -> dict[str, Any]:
+        return self._get(self.actor.dataset_lineage.remote(project, version))
 
     def dataset_rows(self, project: str, version: str) -> list[dict]:
         return self._get(self.actor.dataset_rows.remote(project, version))

@@ -91,8 +91,9 @@ class SynthRun:
         usage = await self.store.actor.run_usage.remote(self.run_id)
         if self.status in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED} and usage["samples"]:
             # curation waits on the store and on its own tasks: on a thread, so `progress` still answers
-            summary["dataset"] = await asyncio.to_thread(curate_runs, self.store, self.project, [self.run_id],
-                                                         self.curate_cfg)
+            summary["dataset"] = await asyncio.to_thread(
+                curate_runs, self.store, self.project, [self.run_id], self.curate_cfg,
+                operation="retry" if self.retry_failed else "synthesis")
             # on the run too, so a page that did not wait for it can show where its samples went
             run = await self.store.actor.run.remote(self.run_id)
             await self.store.actor.update_run.remote(self.run_id,

@@ -162,7 +162,7 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
         raise KeyError(project)
-    version = version or store.latest_dataset(project)
+    version = version or store.current_dataset(project)
     if version is None:
         raise ValueError(f"project '{project}' has no dataset version yet; run `doctune synth --project {project}`")
     rows = store.dataset_rows(project, version)

@@ -43,7 +43,7 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
         q(f"""INSERT INTO dead_letters VALUES ('{SYNTH_RUN}', 'k-dead', '{'0' * 32}', 'qa', 'parse_error',
                 'the reply was not JSON', 5, false, now())""")
         store.finish_run(SYNTH_RUN, "completed", {"units": 201, "done": 200, "failed": 1, "samples": samples})
-        q("""INSERT INTO datasets VALUES (?, 'v1', NULL, [?], '{}', ?, NULL, now())""",
+        q("""INSERT INTO datasets VALUES (?, 'v1', NULL, [?], '{}', ?, NULL, now(), 'synthesis')""",
           [PROJECT, SYNTH_RUN, json.dumps({"input": samples + samples // 10, "kept": samples,
                                            "exact_duplicates": samples // 20, "near_duplicates": samples // 20,
                                            "duplicate_rate": round(2 * (samples // 20) / (samples + samples // 10), 4)})])

@@ -1,4 +1,4 @@
-"""Commands that make and ship the dataset: `synth`, `curate`, `datasets`, `export`, `dead-letters`."""
+"""Commands that make and ship the dataset: `synth`, `curate`, `datasets`, `review`, `export`, `dead-letters`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from pathlib import Path
 from backend.config_base import add_config_flags, apply_config_flags, read_yaml
 from backend.curate_config import CurateConfig
 from backend.export_config import ExportConfig
+from backend.review import read_review_file
 from backend.synth_config import SynthConfig
-from actors.cli.common import add_project, add_project_view, config_source, connect, emit
-from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_synth,
-                             progress_bar)
+from actors.cli.common import UserError, add_project, add_project_view, config_source, connect, emit
+from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_review,
+                             print_synth, progress_bar)
 
 # the config fields each command sets from its flags (flag names and help live with the fields)
 SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
@@ -39,11 +40,21 @@ def add_commands(sub) -> None:
     cu.add_argument("--json", action="store_true")
     cu.set_defaults(func=cmd_curate)
 
-    add_project_view(sub, "datasets", "dataset versions with sample counts per split", cmd_datasets)
+    add_project_view(sub, "datasets", "dataset versions with their lineage and sample counts per split", cmd_datasets)
+
+    rv = sub.add_parser("review", help="apply edits and rejections from a JSONL file as a new dataset version")
+    add_project(rv, required=True)
+    rv.add_argument("--file", required=True, type=Path,
+                    help='JSONL, one sample a line: {"sample_id": ..., "output": ...} (also instruction, input, '
+                         'messages) or {"sample_id": ..., "reject": true}')
+    rv.add_argument("--dataset", default=None, help="version to review (default: the current one)")
+    rv.add_argument("--note", default=None, help="why (stored on the new version)")
+    rv.add_argument("--json", action="store_true")
+    rv.set_defaults(func=cmd_review)
 
     ex = sub.add_parser("export", help="write a dataset version as Alpaca, ShareGPT, OpenAI messages or Parquet")
     add_project(ex, required=True)
-    ex.add_argument("--dataset", default=None, help="version (default: the latest)")
+    ex.add_argument("--dataset", default=None, help="version (default: the current one)")
     add_config_flags(ex, ExportConfig, EXPORT_FLAGS)
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_export)
@@ -91,9 +102,28 @@ def _curate_configs(args) -> tuple[CurateConfig, SynthConfig | None]:
 
 def cmd_datasets(args) -> int:
     rows = connect(args).datasets(args.project)
-    out = [{"version": r["version"], "samples": r["samples"], "splits": r["splits"], "source_runs": r["source_runs"],
+    out = [{"version": r["version"], "parent": r["parent"], "operation": r["operation"], "current": r["current"],
+            "samples": r["samples"], "splits": r["splits"], "source_runs": r["source_runs"],
             "created_at": r["created_at"], "note": r["note"], "stats": r["stats"]} for r in rows]
     emit(args, out, print_datasets)
+    return 0
+
+
+def cmd_review(args) -> int:
+    from ray.exceptions import RayTaskError  # loaded by the command that talks to the store
+
+    lines = read_review_file(args.file)  # a bad file is refused before Ray starts
+    client = connect(args)
+    if args.project not in {p["name"] for p in client.projects()}:
+        raise KeyError(args.project)
+    try:
+        result = client.review(args.project, lines, version=args.dataset, note=args.note, source=str(args.file))
+    except KeyError as exc:  # a version or sample the project does not have; the store's own message says which
+        cause = exc.cause if isinstance(exc, RayTaskError) else exc
+        raise UserError(f"{args.file}: {cause.args[0]}; take sample ids from `doctune export --project "
+                        f"{args.project} --format parquet` (column sample_id) and versions from `doctune datasets`"
+                        ) from None
+    emit(args, result, print_review)
     return 0
 
 

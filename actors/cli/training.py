@@ -17,7 +17,7 @@ TRAIN_FLAGS = ["training.max_steps"]  # --preset picks the preset file the confi
 def add_commands(sub) -> None:
     tr = sub.add_parser("train", help="train a LoRA adapter on a dataset version (one GPU actor per run)")
     add_project(tr, default=None)
-    tr.add_argument("--dataset", default=None, help="version (default: the project's latest)")
+    tr.add_argument("--dataset", default=None, help="version (default: the project's current one)")
     tr.add_argument("--preset", default=None, help="seed, smol, tiny, qwen2.5-coder-1.5b, ... (default: seed with a "
                                                     "GPU, smol without)")
     tr.add_argument("--config", default=None, help="YAML overriding a preset (see README)")

@@ -120,16 +120,16 @@ class CorpusStore(DatasetStore):
             "SELECT kind, count(*) FROM chunks WHERE project = ? GROUP BY kind ORDER BY kind", [project]).fetchall())
         counters = [r[0] for r in q(
             "SELECT DISTINCT token_counter FROM chunks WHERE project = ? ORDER BY 1", [project]).fetchall()]
-        latest = self.latest_dataset(project)
+        current = self.current_dataset(project)
         samples = dict(q("SELECT split, count(*) FROM dataset_samples WHERE project = ? AND version = ? GROUP BY split",
-                         [project, latest]).fetchall()) if latest else {}
+                         [project, current]).fetchall()) if current else {}
         dead = q("SELECT count(*) FROM dead_letters d JOIN runs r USING (run_id) WHERE r.project = ? AND NOT d.resolved",
                  [project]).fetchone()[0]
         return {
             "project": project,
             "files": sum(by_kind.values()),
             "samples": samples,
-            "dataset": latest,
+            "dataset": current,
             "dead_letters": dead,
             "files_by_kind": by_kind,
             "skipped": skipped,

@@ -251,6 +251,32 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         UPDATE runs SET status = 'completed' WHERE status = 'succeeded';
         """,
     ),
+    (
+        8,
+        "dataset lineage: what made each version, the current version, reviews carried forward",
+        """
+        -- synthesis | retry | refresh | curation | review; versions made before lineage was kept were a review
+        -- when they had a parent, else a curation of runs' samples
+        ALTER TABLE datasets ADD COLUMN operation VARCHAR;
+        UPDATE datasets SET operation = CASE WHEN parent IS NULL THEN 'curation' ELSE 'review' END;
+        -- the version training and export use by default (none: the latest)
+        CREATE TABLE dataset_current (
+            project VARCHAR PRIMARY KEY,
+            version VARCHAR NOT NULL
+        );
+        -- a reviewer's decision on one sample, made by the review that created `version` and carried into every
+        -- later version of that line; the source chunk's id (a hash of its text) ends it when the source changes
+        CREATE TABLE dataset_reviews (
+            project VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            sample_id VARCHAR NOT NULL,
+            chunk_id VARCHAR,
+            reject BOOLEAN NOT NULL,
+            edits JSON,                 -- field -> value (messages as its list of turns); NULL for a rejection
+            created_at TIMESTAMPTZ NOT NULL
+        );
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -59,7 +59,7 @@ def test_a_review_makes_a_new_version_and_never_changes_the_old(store):
     assert info["stats"]["edited"] == 1 and info["stats"]["rejected"] == 2
     with pytest.raises(ValueError, match="nothing to change"):
         store.derive_dataset(PROJECT, "v1")
-    with pytest.raises(ValueError, match="only instruction, input and output"):
+    with pytest.raises(ValueError, match="only instruction, input, output"):
         store.derive_dataset(PROJECT, "v1", edits={"s00000002": {"split": "train"}})
     with pytest.raises(KeyError, match="not in"):
         store.derive_dataset(PROJECT, "v1", rejects=["no-such-sample"])
