@@ -109,20 +109,28 @@ def curate_runs(store: StoreClient, project: str, run_ids: list[str], cfg: Curat
     """
     cfg = (cfg or CurateConfig()).validate()
     parent = store.current_dataset(project)
+    settled: dict[str, str] = {}
+    scores: dict[str, float] = {}
+    exec_results: dict[str, str] = {}
     if parent and operation in ADDING:
         line = next(d for d in store.datasets(project) if d["version"] == parent)
         run_ids = list(dict.fromkeys([*(line["source_runs"] or []), *run_ids]))
+        # the current version's samples stay as they were curated: their splits, judge scores and sandbox results
+        for r in store.dataset_rows(project, parent):
+            settled[r["sample_id"]] = r["split"]
+            if r["judge_score"] is not None:
+                scores[r["sample_id"]] = r["judge_score"]
+            if r["exec_status"] is not None:
+                exec_results[r["sample_id"]] = r["exec_status"]
     samples = store.samples(run_ids)
     if not samples:
         return None
-    scores = None
     if judge_with is not None:
-        scores = judge_scores(store, project, samples, judge_with, key or Secret(None), run_id or run_ids[0])
-    exec_results = None
+        scores |= judge_scores(store, project, samples, judge_with, key or Secret(None), run_id or run_ids[0])
     if cfg.exec_check:
         root = next((p["root"] for p in store.projects() if p["name"] == project), None)
-        exec_results = exec_statuses(samples, root, cfg.exec_timeout_s)
-    result = curate(samples, cfg, judge_scores=scores, exec_results=exec_results)
+        exec_results |= exec_statuses(samples, root, cfg.exec_timeout_s)
+    result = curate(samples, cfg, judge_scores=scores, exec_results=exec_results, settled=settled)
     if not result.kept:
         return None
     stats = dict(result.stats, dropped=len(result.dropped))

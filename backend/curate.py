@@ -154,12 +154,12 @@ def _messages_problem(messages) -> str | None:
 
 # --- duplicates -----------------------------------------------------------------------------------
 
-def exact_duplicates(samples: list[dict]) -> dict[str, str]:
+def exact_duplicates(samples: list[dict], order=None) -> dict[str, str]:
     """dropped sample_id → kept sample_id for samples whose normalized text repeats an earlier one
-    (in `dedup_order`)."""
+    (in `order`, by default `dedup_order`)."""
     first: dict[str, str] = {}
     out = {}
-    for s in sorted(samples, key=dedup_order):
+    for s in sorted(samples, key=order or dedup_order):
         key = normalize(join_sample_fields(s))
         if key in first:
             out[_sid(s)] = first[key]
@@ -246,9 +246,10 @@ class LSHIndex:
         return out
 
 
-def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, seed: int = 13) -> dict[str, str]:
+def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int = 64, seed: int = 13,
+                    order=None) -> dict[str, str]:
     """dropped sample_id → kept sample_id for samples whose shingle Jaccard with an earlier kept one
-    (in `dedup_order`) is at least `threshold`.
+    (in `order`, by default `dedup_order`) is at least `threshold`.
 
     Only kept samples are indexed, so a chain A~B~C with A and C far apart keeps C; when several kept
     samples match, the earliest sample_id is named.
@@ -256,7 +257,7 @@ def near_duplicates(samples: list[dict], threshold: float = 0.85, num_perm: int 
     hasher, index = MinHasher(num_perm, seed), LSHIndex(threshold, num_perm)
     kept_shingles: dict[str, set[str]] = {}
     out = {}
-    for s in sorted(samples, key=dedup_order):
+    for s in sorted(samples, key=order or dedup_order):
         sid, sh = _sid(s), shingles(join_sample_fields(s))
         sig = hasher.signature(sh)
         matches = sorted(k for k in index.query(sig) if jaccard(sh, kept_shingles[k]) >= threshold)
@@ -386,7 +387,7 @@ def exec_check(samples: list[dict], repo_root: Path | None, timeout_s: float = 1
 # --- the whole pass -------------------------------------------------------------------------------
 
 def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float] | None = None,
-           exec_results: dict[str, str] | None = None) -> CurationResult:
+           exec_results: dict[str, str] | None = None, settled: dict[str, str] | None = None) -> CurationResult:
     """Validate, filter, deduplicate and split samples.
 
     Args:
@@ -396,12 +397,16 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
             `cfg.judge_threshold` is set; recorded as `judge_score` on every kept sample either way.
         exec_results: sample_id → sandbox status (from `exec_check`). fail, timeout, memory and crashed drop
             the sample as `exec_failed: <status>`; other statuses and missing ids keep it.
+        settled: sample_id → split of the samples already in the version the others join (new samples added
+            onto a dataset version): they win every duplicate, keep their split, and a new sample of one of
+            their files goes to that file's split, so adding samples never reshuffles the version.
 
     Raises:
         ConfigError: cfg has problems.
         ValueError: a sample has no sample_id, or two samples share one.
     """
     cfg.validate()
+    settled = settled or {}
     judge_scores = judge_scores or {}
     exec_results = exec_results or {}
     ids = [s.get("sample_id") for s in samples]
@@ -435,10 +440,14 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
     probes = [s for s in alive if s.get("task") == PROBE_TASK]
     alive = [s for s in alive if s.get("task") != PROBE_TASK]
     reached_dedup = len(alive)
-    exact, near = _dedup(alive, cfg, drop)
+    exact, near = _dedup(alive, cfg, drop, order=lambda s: (_sid(s) not in settled, *dedup_order(s)))
     alive = [s for s in alive if _sid(s) not in exact and _sid(s) not in near]
 
     assignment = split_by_source(alive, cfg.splits, cfg.seed)
+    if settled:
+        split_of_path = {_source(s): settled[_sid(s)] for s in alive
+                         if settled.get(_sid(s), PROBE_SPLIT) != PROBE_SPLIT}
+        assignment = {_sid(s): split_of_path.get(_source(s), assignment[_sid(s)]) for s in alive}
     assignment.update(_assign_probes(probes, alive, assignment, cfg, drop))
     kept = []
     for s in alive + probes:
@@ -467,13 +476,14 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
     return CurationResult(kept=kept, dropped=sorted(dropped.items()), stats=stats)
 
 
-def _dedup(samples: list[dict], cfg: CurateConfig, drop) -> tuple[dict[str, str], dict[str, str]]:
-    """Exact, then near duplicates among `samples`, each dropped naming the sample it repeats."""
-    exact = exact_duplicates(samples)
+def _dedup(samples: list[dict], cfg: CurateConfig, drop, order=None) -> tuple[dict[str, str], dict[str, str]]:
+    """Exact, then near duplicates among `samples` (the first in `order` kept), each dropped naming the sample it
+    repeats."""
+    exact = exact_duplicates(samples, order)
     for sid, kept_id in exact.items():
         drop(sid, [f"exact_duplicate_of:{kept_id}"])
     near = near_duplicates([s for s in samples if _sid(s) not in exact], cfg.near_dup_threshold, cfg.num_perm,
-                           cfg.seed)
+                           cfg.seed, order)
     for sid, kept_id in near.items():
         drop(sid, [f"near_duplicate_of:{kept_id}"])
     return exact, near

@@ -304,3 +304,21 @@ def test_exec_check_runs_answers_in_the_sandbox():
     ]
     statuses = exec_check(samples, repo_root=SAMPLE_REPO, timeout_s=10)
     assert statuses == {"ok": "pass", "boom": "fail", "prose": "no_code"}
+
+
+def test_samples_added_onto_a_version_never_reshuffle_it():
+    """New samples curated together with a version's (`settled`): the old keep their splits and win duplicates;
+    a new sample of an old file goes to that file's split."""
+    old = corpus(30)
+    first = curate(old, CFG)
+    settled = {r["sample_id"]: r["split"] for r in first.kept}
+    twin = dict(old[0], sample_id="aaa-new-twin", path="docs/aaa.md", start_line=0)  # first in dedup order
+    same_file = sample("zz-new", path=old[5]["path"], output=prose(999))
+    fresh = [sample(f"new-{i}", path=f"docs/new{i:02d}.md", output=prose(5000 + i)) for i in range(40)]
+    assert curate(old + [twin], CFG).stats["kept"] == len(first.kept)  # alone it would replace old[0]...
+    assert "aaa-new-twin" in {r["sample_id"] for r in curate(old + [twin], CFG).kept}
+    again = curate(old + [twin, same_file] + fresh, CFG, settled=settled)
+    kept = {r["sample_id"]: r["split"] for r in again.kept}
+    assert {sid: kept.get(sid) for sid in settled} == settled  # ...added onto the version, it cannot
+    assert "aaa-new-twin" not in kept and kept["zz-new"] == settled[old[5]["sample_id"]]
+    assert {kept[f"new-{i}"] for i in range(40)} > {"train"}  # new files are split as usual
