@@ -107,3 +107,36 @@ def curves(table, title: str, x_label: str = "step", facet: bool = True, order: 
                       legend=dict(orientation="h", y=-0.15))
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
     return fig
+
+
+def version_picker(dt, project: str, *, key: str, where=None, label: str = "Dataset version") -> str | None:
+    """Pick a dataset version of `project` (the current one preselected), shown with its lineage; warns when the
+    pick leaves out a review, so nobody trains on or exports a version without knowing. None: no version yet.
+
+    `where` is the container to draw in (a column; default the page)."""
+    where = where or st
+    versions = dt.datasets(project)
+    if not versions:
+        return None
+    names = [v["version"] for v in versions]
+    by_name = {v["version"]: v for v in versions}
+    current = next((v["version"] for v in versions if v["current"]), names[-1])
+    version = where.selectbox(label, names, index=names.index(current), key=key,
+                              format_func=lambda n: f"{n} · {describe_version(by_name[n])}"
+                              + (" (current)" if n == current else ""))
+    lineage = dt.dataset_lineage(project, version)
+    where.caption("Lineage: " + " ← ".join(f"{v['version']} {v['operation'] or 'curation'}"
+                                           + (f" ({v['note']})" if v["note"] else "")
+                                           for v in lineage["lineage"]))
+    for review in lineage["left_out"]:
+        where.warning(f"{version} leaves out review {review['version']}"
+                      + (f" ({review['note']})" if review["note"] else "")
+                      + f": its decisions on {review['samples']} sample(s) are not in {version}. "
+                      f"The current version is {current}.")
+    return version
+
+
+def describe_version(v: dict) -> str:
+    """What made a version, in a few words: `retry of v2`, `synthesis`."""
+    what = v["operation"] or "curation"
+    return f"{what} of {v['parent']}" if v["parent"] else what

@@ -53,7 +53,11 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
                 'pkg/mod_' || (i * 31 % {files}) || '.py', 1, 20,
                 ['qa', 'codegen', 'explain', 'completion', 'multiturn'][1 + i % 5], 'en',
                 'How do I call fn_' || i || ' in tidemark?', '', 'Call tidemark.fn_' || i || '() with a manifest.',
-                NULL, 'heuristic', 't1', NULL FROM range({samples}) t(i)""")
+                CASE WHEN i % 5 = 4 THEN '[{{"role": "user", "content": "How do I call fn_' || i || ' in tidemark?"}}, '
+                     || '{{"role": "assistant", "content": "Call tidemark.fn_' || i || '()."}}, '
+                     || '{{"role": "user", "content": "With what?"}}, '
+                     || '{{"role": "assistant", "content": "Call tidemark.fn_' || i || '() with a manifest."}}]' END,
+                'heuristic', 't1', NULL FROM range({samples}) t(i)""")
         points = metric_points // (2 * 6)  # two runs, six curves each
         for n, run_id in enumerate(TRAIN_RUNS):
             lr = 2e-4 * (n + 1)

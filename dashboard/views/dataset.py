@@ -1,10 +1,11 @@
-"""Corpus & dataset: what was ingested, what was skipped and why, what the dataset holds, and a reviewer's
-sample browser whose edits and rejections make a new dataset version (the old one never changes)."""
+"""Corpus & dataset: what was ingested, what was skipped and why, what the dataset holds with its lineage, and a
+reviewer's sample browser whose edits and rejections make a new dataset version (the old one never changes); a
+multi-turn sample is edited turn by turn. The review goes through the same client call as `doctune review`."""
 
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import bar, client, failures_shown, project_picker
+from dashboard.common import bar, client, failures_shown, project_picker, version_picker
 
 PAGE_SIZE = 25
 
@@ -66,13 +67,18 @@ def dataset(project: str) -> None:
     if not versions:
         st.info("No dataset version yet: run a synthesis (Synthesis page) — it curates its samples into one.")
         return
-    names = [v["version"] for v in versions]
     saved = st.session_state.pop("review-saved", None)
     if saved:  # a review was just saved: show its new version (whose editor starts clean)
         st.session_state["version"], message = saved
         st.session_state["note"] = ""
         st.success(message)
-    version = st.selectbox("Dataset version", names, index=len(names) - 1, key="version")
+    version = version_picker(dt, project, key="version")
+    if not next(v for v in versions if v["version"] == version)["current"] and st.button(
+            f"Make {version} the current version", help="training and export use the current version by default, "
+                                                        "and a new synthesis adds its samples onto it"):
+        with failures_shown("Making it current"):
+            dt.set_current_dataset(project, version)
+            st.rerun()
     profile = _profile(str(dt.home), project, version)
     cur = profile["curation"]
     cov = profile["coverage"]
@@ -84,8 +90,6 @@ def dataset(project: str) -> None:
     c[3].metric("Files covered", f"{cov['files_with_samples']} / {cov['files_with_chunks']}",
                 help="source files with at least one sample, of those with chunks")
     c[4].metric("Judged", f"{profile['judged']:,}")
-    if profile["parent"]:
-        st.caption(f"Derived from {profile['parent']}: {profile['note'] or ''}")
     left, right = st.columns(2)
     left.plotly_chart(bar(profile["tasks"], "task", "samples", "Task mix"), key="tasks")
     if profile["judge_histogram"]:
@@ -123,25 +127,48 @@ def browser(project: str, version: str, profile: dict) -> None:
         st.info("No sample matches these filters.")
         return
     original = pd.DataFrame([{"reject": False, "sample_id": r["sample_id"], "split": r["split"], "task": r["task"],
-                              "instruction": r["instruction"], "input": r["input"], "output": r["output"],
-                              "path": r["path"], "judge": r["judge_score"]} for r in rows])
+                              "turns": len(r["messages"] or []) or None, "instruction": r["instruction"],
+                              "input": r["input"], "output": r["output"], "path": r["path"],
+                              "judge": r["judge_score"]} for r in rows])
     edited = st.data_editor(original, hide_index=True, key=f"editor-{version}-{page}-{search}-{task}-{split}",
-                            disabled=["sample_id", "split", "task", "path", "judge"],
-                            column_config={"reject": st.column_config.CheckboxColumn("reject", help="drop it")})
-    rejects = edited.loc[edited["reject"], "sample_id"].tolist()
-    edits = {}
+                            disabled=["sample_id", "split", "task", "turns", "path", "judge"],
+                            column_config={"reject": st.column_config.CheckboxColumn("reject", help="drop it"),
+                                           "turns": st.column_config.NumberColumn(
+                                               "turns", help="a multi-turn sample: edit its turns below")})
+    decisions: dict[str, dict] = {}
     for (_, before), (_, after) in zip(original.iterrows(), edited.iterrows()):
         changed = {k: after[k] for k in ("instruction", "input", "output") if after[k] != before[k]}
-        if changed and not after["reject"]:
-            edits[before["sample_id"]] = changed
+        decisions[before["sample_id"]] = {"reject": True} if after["reject"] else changed
+    for r in rows:
+        if r["messages"]:
+            conversation(r, version, decisions)
+    lines = [{"sample_id": sid, **fields} for sid, fields in decisions.items() if fields]
+    edited_n = sum("reject" not in line for line in lines)
     note = st.text_input("Review note", key="note", placeholder="why these changes (stored on the new version)")
-    if st.button(f"Save as a new version ({len(edits)} edited, {len(rejects)} rejected)",
-                 disabled=not (edits or rejects), type="primary"):
+    if st.button(f"Save as a new version ({edited_n} edited, {len(lines) - edited_n} rejected)",
+                 disabled=not lines, type="primary"):
         with failures_shown("Saving the review"):
-            new = dt.review_dataset(project, version, edits=edits, rejects=rejects, note=note or None)
+            new = dt.review(project, lines, version=version, note=note or None)["version"]
             # move to the new version; staying on this one would offer the same edits as yet another version
-            st.session_state["review-saved"] = (new, f"Saved as {new}; {version} is unchanged.")
+            st.session_state["review-saved"] = (new, f"Saved as {new}; {version} is unchanged. {new} is now the "
+                                                     "current version: training and export use it by default.")
             st.rerun()
+
+
+def conversation(row: dict, version: str, decisions: dict[str, dict]) -> None:
+    """A multi-turn sample, turn by turn with its roles: what training and export use. Edits of the turns and a
+    rejection go into `decisions` (its grid row's instruction/output edits are kept in step by the review)."""
+    sid = row["sample_id"]
+    first = row["messages"][0]["content"]
+    with st.expander(f"Conversation {sid} · {len(row['messages'])} turns · {first[:80]}"):
+        turns = [{"role": m["role"], "content": st.text_area(f"Turn {i} · {m['role']}", m["content"],
+                                                             key=f"turn-{version}-{sid}-{i}")}
+                 for i, m in enumerate(row["messages"], start=1)]
+        rejected = st.checkbox("Reject this sample", key=f"reject-{version}-{sid}")
+    if rejected or decisions[sid].get("reject"):
+        decisions[sid] = {"reject": True}
+    elif turns != [{"role": m["role"], "content": m["content"]} for m in row["messages"]]:
+        decisions[sid]["messages"] = turns
 
 
 project = project_picker()

@@ -5,7 +5,8 @@ run queues until it is free. Leaving this page stops nothing."""
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import LIVE, client, curves, failures_shown, fmt_ts, project_picker, run_picker, status_label
+from dashboard.common import (LIVE, client, curves, failures_shown, fmt_ts, project_picker, run_picker, status_label,
+                              version_picker)
 
 st.title("Training")
 dt = client()
@@ -36,7 +37,7 @@ def start_form(project: str) -> None:
     preset = c[0].selectbox("Preset", presets, index=presets.index(default) if default in presets else 0,
                             help="seed: Qwen2.5-3B in 4-bit, LoRA r=16 (needs a GPU); smol: SmolLM2-135M-Instruct, "
                                  "a real model that trains on a CPU; tiny: 2 layers, random weights (plumbing tests)")
-    version = c[1].selectbox("Dataset version", versions, index=len(versions) - 1)
+    version = version_picker(dt, project, key="train-version", where=c[1])  # the current one by default
     cfg = load_preset(preset)
     with st.form(f"train-form-{preset}"):
         st.caption(f"Model: {cfg.model.name_or_path} · engine {cfg.engine} · "

@@ -226,7 +226,8 @@ def test_review_in_the_sample_browser_makes_a_new_version(dash):
     assert save.label == "Save as a new version (1 edited, 1 rejected)" and not save.disabled
     clean(save.click().run())
 
-    assert [s.value for s in at.success] == ["Saved as v2; v1 is unchanged."]
+    assert [s.value for s in at.success] == ["Saved as v2; v1 is unchanged. v2 is now the current version: training "
+                                             "and export use it by default."]
     dt = client()
     versions = {v["version"]: v for v in dt.datasets(PROJECT)}
     assert sorted(versions) == ["v1", "v2"]
@@ -242,12 +243,55 @@ def test_review_in_the_sample_browser_makes_a_new_version(dash):
     # the page moved to v2: its figures, a clean editor, and nothing left to save twice
     assert at.selectbox(key="version").value == "v2"
     assert metrics(at)["Samples"] == "59"
-    assert "Derived from v1: fix one, drop one" in [c.value for c in at.caption]
+    assert "Lineage: v2 review (fix one, drop one) ← v1 synthesis" in [c.value for c in at.caption]
     assert at.data_editor[0].key.startswith("editor-v2-")
     assert at.button[0].label == "Save as a new version (0 edited, 0 rejected)" and at.button[0].disabled
     assert at.text_input(key="note").value == ""
     clean(at.run())
     assert sorted(v["version"] for v in dt.datasets(PROJECT)) == ["v1", "v2"]
+
+
+def test_a_multi_turn_sample_is_edited_turn_by_turn_and_the_edit_is_exported(dash, tmp_path):
+    from backend.export_config import ExportConfig
+    from dashboard.common import client
+
+    seed_store(dash, samples=60)
+    at = open_page("dataset")
+    at.selectbox(key="task").select("multiturn")
+    clean(at.run())
+    rows = at.data_editor[0].value
+    assert set(rows["task"]) == {"multiturn"} and set(rows["turns"]) == {4}
+    edited, rejected = rows["sample_id"][0], rows["sample_id"][1]
+    assert [t.label for t in at.text_area if t.key.startswith(f"turn-v1-{edited}-")] == [
+        "Turn 1 · user", "Turn 2 · assistant", "Turn 3 · user", "Turn 4 · assistant"]
+    at.text_area(key=f"turn-v1-{edited}-2").input("Import it first, then call it.")
+    at.text_area(key=f"turn-v1-{edited}-4").input("With the manifest of the harbour.")
+    at.checkbox(key=f"reject-v1-{rejected}").check()
+    clean(at.run())
+    save = at.button[0]
+    assert save.label == "Save as a new version (1 edited, 1 rejected)" and not save.disabled
+    clean(save.click().run())
+
+    dt = client()
+    assert dt.current_dataset(PROJECT) == "v2"
+    v2 = {r["sample_id"]: r for r in dt.browse_samples(PROJECT, "v2", limit=100)["rows"]}
+    assert rejected not in v2
+    turns = v2[edited]["messages"]
+    assert [t["content"] for t in turns][1::2] == ["Import it first, then call it.",
+                                                   "With the manifest of the harbour."]
+    assert v2[edited]["output"] == "With the manifest of the harbour."  # the grid's column follows the last turn
+    out = dt.export(PROJECT, ExportConfig(format="sharegpt", out=str(tmp_path / "out")))
+    assert out["version"] == "v2"
+    exported = "".join(open(f).read() for f in out["files"] if f.endswith(".jsonl"))
+    assert "With the manifest of the harbour." in exported
+
+    # the old version is still there to look at, with a warning that it leaves the review out
+    at.selectbox(key="version").select("v1")
+    clean(at.run())
+    assert [w.value for w in at.warning] == [
+        "v1 leaves out review v2 (reviewed copy of v1): its decisions on 2 sample(s) are not in v1. The current "
+        "version is v2."]
+    assert "Make v1 the current version" in labels(at.button)
 
 
 def test_search_and_filters_narrow_the_sample_browser(dash):
