@@ -139,9 +139,13 @@ def browser(project: str, version: str, profile: dict) -> None:
     for (_, before), (_, after) in zip(original.iterrows(), edited.iterrows()):
         changed = {k: after[k] for k in ("instruction", "input", "output") if after[k] != before[k]}
         decisions[before["sample_id"]] = {"reject": True} if after["reject"] else changed
-    for r in rows:
-        if r["messages"]:
-            conversation(r, version, decisions)
+    multi = [r for r in rows if r["messages"]]
+    if multi:
+        st.caption(f"{len(multi)} multi-turn sample(s) on this page: training and export use their turns, so "
+                   "edit them turn by turn below (the grid's instruction is the first user turn, its output the "
+                   "last assistant turn).")
+    for r in multi:
+        conversation(r, version, decisions)
     lines = [{"sample_id": sid, **fields} for sid, fields in decisions.items() if fields]
     edited_n = sum("reject" not in line for line in lines)
     note = st.text_input("Review note", key="note", placeholder="why these changes (stored on the new version)")
