@@ -61,6 +61,12 @@ def test_review_from_a_file_makes_a_version_with_its_lineage(tmp_path):
         out = run_cli("review", "--project", "s", "--file", str(edits), home=home)
         assert out.returncode == 2 and "no-such-sample" in out.stderr and "sample ids from `doctune export" in out.stderr
         assert "Traceback" not in out.stderr
+        other = next(p for p in prov if p["task"] != "multiturn" and p["sample_id"] != single["sample_id"])
+        edits.write_text(json.dumps({"sample_id": other["sample_id"], "messages": [
+            {"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}) + "\n")
+        out = run_cli("review", "--project", "s", "--file", str(edits), home=home)
+        assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.splitlines()) == 1
+        assert f"{edits}: sample {other['sample_id']} is single-turn: edit its instruction" in out.stderr
         out = run_cli("review", "--project", "zzz", "--file", str(edits), home=home)
         assert out.returncode == 2 and "no project 'zzz'" in out.stderr
     finally:

@@ -118,11 +118,12 @@ def cmd_review(args) -> int:
         raise KeyError(args.project)
     try:
         result = client.review(args.project, lines, version=args.dataset, note=args.note, source=str(args.file))
-    except KeyError as exc:  # a version or sample the project does not have; the store's own message says which
-        cause = exc.cause if isinstance(exc, RayTaskError) else exc
-        raise UserError(f"{args.file}: {cause.args[0]}; take sample ids from `doctune export --project "
-                        f"{args.project} --format parquet` (column sample_id) and versions from `doctune datasets`"
-                        ) from None
+    except RayTaskError as exc:  # the store refused it (its own message says what): said with the file, in one line
+        if not isinstance(exc.cause, (KeyError, ValueError)):
+            raise
+        hint = (f"; take sample ids from `doctune export --project {args.project} --format parquet` (column "
+                "sample_id) and versions from `doctune datasets`") if isinstance(exc.cause, KeyError) else ""
+        raise UserError(f"{args.file}: {exc.cause.args[0]}{hint}") from None
     emit(args, result, print_review)
     return 0
 
