@@ -33,7 +33,7 @@ def compare(project: str) -> None:
         else:
             st.plotly_chart(fig, key="overlay")
     st.subheader("Summary")
-    st.dataframe(pd.DataFrame([_summary(r) for r in table["runs"]]), hide_index=True)
+    st.dataframe(_styled([_summary(r) for r in table["runs"]]), hide_index=True)
     st.subheader("Config diff")
     if len(picked) < 2:
         st.caption("Pick two runs or more to see what differs.")
@@ -44,16 +44,28 @@ def compare(project: str) -> None:
                                    for k, vals in table["config_diff"].items()]), hide_index=True)
 
 
+DIGITS = {"best eval loss": 4, "best train loss": 4, "tokens/s": 0, "peak GPU MB": 0, "peak RSS MB": 0,
+          "ROUGE-L tuned": 3, "ROUGE-L Δ": 3, "judge win rate": 2}
+
+
 def _summary(r: dict) -> dict:
     ev = r["eval"] or {}
-    rouge = ((ev.get("test") or {}).get("metrics") or {}).get("rouge_l") or {}
-    judge = ((ev.get("judge") or {}).get("sets") or {}).get("test") or {}
+    split = ev.get("split", "test")
+    rouge = ((ev.get(split) or {}).get("metrics") or {}).get("rouge_l") or {}
+    judge = ((ev.get("judge") or {}).get("sets") or {}).get(split) or {}
     return {"run": r["run_id"], "status": status_label(r["status"]), "dataset": r["config"].get("dataset"),
             "preset": r["config"].get("preset"), "steps": r["last_step"],
             "best eval loss": r["best_eval_loss"], "best train loss": r["best_train_loss"],
             "tokens/s": r["tokens_per_second"], "peak GPU MB": r["peak_gpu_mb"], "peak RSS MB": r["peak_rss_mb"],
             "ROUGE-L tuned": rouge.get("tuned"), "ROUGE-L Δ": rouge.get("delta"),
             "judge win rate": judge.get("win_rate")}
+
+
+def _styled(rows: list[dict]):
+    """Figures rounded for reading, a missing one shown as `–` (the numbers stay numbers, to sort)."""
+    df = pd.DataFrame(rows)
+    return df.style.format({k: f"{{:.{d}f}}" for k, d in DIGITS.items()}, na_rep="–").format(
+        na_rep="–", subset=[c for c in df.columns if c not in DIGITS])
 
 
 project = project_picker()
