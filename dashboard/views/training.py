@@ -244,9 +244,10 @@ def follow_ups(run_id: str) -> None:
             if not rows:
                 return
             st.subheader("Evaluations and merges of this run")
-            st.dataframe(pd.DataFrame([{"run": r["run_id"], "kind": r["kind"], "status": status_label(r["status"]),
-                                        "result": follow_up_result(r), "since": fmt_ts(r["created_at"])}
-                                       for r in rows]), hide_index=True)
+            for r in rows:  # a few lines, each with its result: text a reader (and a test) can find
+                result = follow_up_result(r)
+                st.markdown(f"- `{r['run_id']}` {KIND_NAMES[r['kind']]}, **{status_label(r['status'])}**, "
+                            f"started {fmt_ts(r['created_at'])}" + (f" — {result}" if result else ""))
             if any(r["kind"] == "eval" and r["status"] == "completed" for r in rows):
                 st.page_link("views/evaluation.py", label="Open the Evaluation page", icon=":material/balance:")
             if any(r["status"] in LIVE for r in rows) != live:
@@ -255,16 +256,24 @@ def follow_ups(run_id: str) -> None:
     table()
 
 
+KIND_NAMES = {"eval": "evaluation", "merge": "merge"}
+
+
 def follow_up_result(r: dict) -> str:
     s = r["summary"] or {}
     if r["error"]:
         return r["error"][:200]
     if r["kind"] == "merge":
-        return s.get("merged", "")
-    rouge = ((s.get(s.get("split", "test")) or {}).get("metrics") or {}).get("rouge_l") or {}
-    if rouge.get("tuned") is None:
-        return ""
-    return f"ROUGE-L tuned {rouge['tuned']:.3f} (Δ {rouge['delta']:+.3f})"
+        return f"merged into `{s['merged']}`" if s.get("merged") else ""
+    split = s.get("split", "test")
+    rouge = ((s.get(split) or {}).get("metrics") or {}).get("rouge_l") or {}
+    judge = s.get("judge") or {}
+    parts = [f"ROUGE-L tuned {rouge['tuned']:.3f} (Δ {rouge['delta']:+.3f})"] if rouge.get("tuned") is not None else []
+    if (judge.get("sets") or {}).get(split):
+        parts.append(f"judge win rate {judge['sets'][split]['win_rate']:.2f}")
+    elif judge.get("skipped"):
+        parts.append("judge skipped")
+    return ", ".join(parts)
 
 
 project = project_picker()
