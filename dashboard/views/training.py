@@ -151,7 +151,7 @@ def fmt_seconds(seconds: float) -> str:
 def next_steps(run: dict) -> None:
     """What a finished run leads to: evaluate it, export its dataset version, merge its adapter. Each is a run
     (or a folder) that outlives this page; each shows the command that does the same."""
-    run_id, project, version = run["run_id"], run["project"], (run["summary"] or {}).get("dataset")
+    run_id, project, version = run["run_id"], run["project"], dt.run(run["run_id"])["config"]["dataset"]
     st.header("Next steps")
     st.caption(f"For {run_id}, trained on dataset version {version}.")
     tabs = st.tabs(["Evaluate", "Export & download", "Merge"])

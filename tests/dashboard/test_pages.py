@@ -383,6 +383,31 @@ def test_password_gate(seeded, monkeypatch):
     check_overview(clean(at.run()))  # the session stays logged in
 
 
+def test_a_finished_run_leads_to_its_evaluation_export_and_merge(seeded):
+    """The next steps of a completed run: its evaluations with their results, each step's command, and an export
+    that the page offers as one zip to download."""
+    import zipfile
+
+    at = open_page("training")
+    at.selectbox(key="train-run-picked").select(TRAIN_RUNS[0]).run()
+    clean(at)
+    assert "Next steps" in [h.value for h in at.header]
+    code = [c.value for c in at.code]
+    assert f"doctune eval --run {TRAIN_RUNS[0]}" in code
+    assert f"doctune export --project {PROJECT} --dataset v1 --format alpaca --out DIR" in code
+    assert f"doctune merge {TRAIN_RUNS[0]} --dtype bf16" in code
+    lines = [m.value for m in at.markdown]
+    assert any(line.startswith(f"- `{EVAL_RUN}` evaluation, **completed**") and "ROUGE-L tuned 0.400 (Δ +0.200)"
+               in line and "judge win rate 0.50" in line for line in lines), lines
+    next(b for b in at.button if b.label == "Export v1 as alpaca").click().run()
+    clean(at)
+    assert at.get("download_button"), "no download offered"
+    archive = Path(at.session_state[f"export-{PROJECT}-v1-alpaca"]["archive"])
+    assert archive.name == f"{PROJECT}_v1_alpaca.zip"
+    names = zipfile.ZipFile(archive).namelist()
+    assert f"{PROJECT}_v1_alpaca/manifest.json" in names and f"{PROJECT}_v1_alpaca/train.jsonl" in names, names
+
+
 @pytest.mark.slow
 def test_training_started_from_the_form_then_shown_with_its_curves(seeded):
     """The form starts a real (tiny) run that outlives the script run; the page then shows its curves."""
