@@ -50,9 +50,11 @@ def start_tiny_run(page, base: str) -> str:
 
 
 def plotted(page) -> list[dict]:
-    """The traces of every Plotly chart on the page, as the browser holds them."""
+    """The traces of every Plotly chart on the page as the browser drew them (`_fullData`: the arrays decoded),
+    each with its metric (the facet Plotly Express names in the hover template)."""
     return page.evaluate("""() => Array.from(document.querySelectorAll('.js-plotly-plot')).flatMap(
-        p => (p.data || []).map(t => ({name: t.name, x: Array.from(t.x || []), y: Array.from(t.y || [])})))""")
+        p => (p._fullData || []).map(t => ({run: t.name, hover: String(t.hovertemplate || ''),
+                                             x: Array.from(t.x || []), y: Array.from(t.y || [])})))""")
 
 
 @pytest.mark.slow
@@ -108,8 +110,8 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
             page.keyboard.press("Enter")
             page.keyboard.press("Escape")
             settle(page)
-            tokens = [t for t in plotted(page) if t["y"] and re.fullmatch(r"train-\S+", str(t["name"]))]
-            assert tokens, plotted(page)
+            tokens = [t for t in plotted(page) if t["run"] == run_id and "name=num_tokens" in t["hover"]]
+            assert len(tokens) == 1 and tokens[0]["y"], plotted(page)
             for t in tokens:
                 steps, seen = t["x"], t["y"]
                 assert steps == sorted(steps) and steps[-1] == MAX_STEPS
