@@ -343,11 +343,12 @@ class _SinkForwarder:
             if tokens is not None and now > self._time:
                 metrics["tokens_per_second"] = (tokens - self._tokens) / (now - self._time)
                 self._tokens, self._time = tokens, now
-            if tokens is not None:
-                metrics["num_tokens"] = tokens + self._tokens_before
-                if state.log_history and state.log_history[-1].get("num_tokens") == tokens:
-                    state.log_history[-1]["num_tokens"] = metrics["num_tokens"]  # the next checkpoint's count
             metrics.update(resource_metrics(self._process, self.cuda, self._nvml))
+        for name in ("num_tokens", "eval_num_tokens"):  # an evaluation logs the same count under its own name
+            if name in metrics:
+                metrics[name] += self._tokens_before
+                if state.log_history and name in state.log_history[-1]:
+                    state.log_history[-1][name] = metrics[name]  # what the next checkpoint's history holds
         if "eval_loss" in metrics:
             self.last_eval_loss = metrics["eval_loss"]
         self.sink.log(state.global_step, metrics)

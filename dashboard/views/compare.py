@@ -33,7 +33,7 @@ def compare(project: str) -> None:
         else:
             st.plotly_chart(fig, key="overlay")
     st.subheader("Summary")
-    st.dataframe(_styled([_summary(r) for r in table["runs"]]), hide_index=True)
+    st.dataframe(_shown([_summary(r) for r in table["runs"]]), hide_index=True)
     st.subheader("Config diff")
     if len(picked) < 2:
         st.caption("Pick two runs or more to see what differs.")
@@ -61,11 +61,10 @@ def _summary(r: dict) -> dict:
             "judge win rate": judge.get("win_rate")}
 
 
-def _styled(rows: list[dict]):
-    """Figures rounded for reading, a missing one shown as `–` (the numbers stay numbers, to sort)."""
-    df = pd.DataFrame(rows)
-    return df.style.format({k: f"{{:.{d}f}}" for k, d in DIGITS.items()}, na_rep="–").format(
-        na_rep="–", subset=[c for c in df.columns if c not in DIGITS])
+def _shown(rows: list[dict]) -> pd.DataFrame:
+    """Figures rounded for reading and a missing one as `–` (the grid would print `None`, and every digit)."""
+    return pd.DataFrame([{k: "–" if v is None else f"{v:.{DIGITS[k]}f}" if k in DIGITS else v
+                          for k, v in row.items()} for row in rows])
 
 
 project = project_picker()

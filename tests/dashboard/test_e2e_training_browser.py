@@ -71,7 +71,7 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
     try:
         with FakeLLMServer(api_key=KEY) as llm, browser.browser_session() as p:
             chromium = browser.launch(p)
-            page = chromium.new_page(viewport={"width": 1400, "height": 2400})
+            page = chromium.new_page(viewport={"width": 1400, "height": 4200})
             open_page(page, base, "training")
             shot(page, "1-before")
 
@@ -148,7 +148,7 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
 
             # merge the adapter, in a run of its own
             page.get_by_role("tab", name="Merge").click()
-            page.get_by_role("radio", name="fp32").check()
+            page.get_by_role("radiogroup", name="Precision").get_by_text("fp32", exact=True).click()
             page.get_by_role("button", name="Merge", exact=True).click()
             page.get_by_text("Started merge-").wait_for(timeout=90_000)
             merge_id = re.search(r"Started (merge-\S+);", page.inner_text("body")).group(1)

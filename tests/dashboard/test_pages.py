@@ -7,6 +7,9 @@ store actor down afterwards. The seed (`tests/seed_store.py`) is written before 
 
 from __future__ import annotations
 
+import colorsys
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,12 +138,20 @@ def check_compare(at: AppTest) -> None:
     assert at.multiselect[0].label == "Runs" and sorted(at.multiselect[0].value) == sorted(TRAIN_RUNS)
     summary = table(at, "ROUGE-L tuned").set_index("run")
     assert sorted(summary.index) == sorted(TRAIN_RUNS)
-    assert summary.loc[TRAIN_RUNS[0], "ROUGE-L tuned"] == pytest.approx(0.4)  # the evaluated one
-    assert summary.loc[TRAIN_RUNS[0], "judge win rate"] == pytest.approx(0.5)
+    assert summary.loc[TRAIN_RUNS[0], "ROUGE-L tuned"] == "0.400"  # the evaluated one, rounded
+    assert summary.loc[TRAIN_RUNS[0], "judge win rate"] == "0.50"
+    assert summary.loc[TRAIN_RUNS[1], "ROUGE-L tuned"] == "–" and summary.loc[TRAIN_RUNS[1], "peak GPU MB"] == "–"
+    assert re.fullmatch(r"\d+\.\d{4}", summary.loc[TRAIN_RUNS[1], "best train loss"])
     assert summary["steps"].tolist() == [50, 50]
     diff = table(at, "setting")
     assert set(diff["setting"]) == {"train.lora.r", "train.training.learning_rate"}
     assert at.get("plotly_chart"), "no overlay of the curves"
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colours = {t["name"]: t["line"]["color"] for t in traces}
+    assert sorted(colours) == sorted(TRAIN_RUNS), colours
+    hues = [colorsys.rgb_to_hsv(*bytes.fromhex(c.lstrip("#")))[0] for c in colours.values()]
+    apart = abs(hues[0] - hues[1])
+    assert min(apart, 1 - apart) > 0.1, colours  # two hues, not two shades of one blue
 
 
 def check_evaluation(at: AppTest) -> None:
