@@ -1,6 +1,7 @@
-"""Training: start a run from a preset with editable fields, see the queue, watch curves and resources live,
-cancel (a checkpoint is saved first) and resume. Each run is a detached Ray actor holding the GPU; a second
-run queues until it is free. Leaving this page stops nothing."""
+"""Training: start a run from a preset with editable fields, see the queue, watch step x of N, curves and resources
+live, cancel (a checkpoint is saved first) and resume; then evaluate a finished run, export its dataset version
+and download it, merge its adapter. Each run is a detached Ray actor (training holds the GPU; a second run queues
+until it is free). Leaving this page stops nothing."""
 
 from pathlib import Path
 
