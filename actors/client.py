@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -190,6 +191,22 @@ class DocTune:
                                system_prompt=cfg.system_prompt, force=cfg.force)
         return {"version": version, "format": cfg.format, "files": [str(p) for p in paths]}
 
+    def export_archive(self, project: str, cfg: ExportConfig, *, version: str | None = None) -> dict:
+        """`export` into the home's `exports/<project>_<version>_<format>/` (replacing DocTune's files there),
+        then that folder as one zip file beside it, for a browser to download. Returns `export`'s answer with
+        `folder` and `archive` (the zip's path).
+
+        Raises:
+            ValueError, ConfigError: as `export`.
+        """
+        import shutil
+
+        version = version or self.store.latest_dataset(project)
+        folder = self.home / "exports" / f"{project}_{version}_{cfg.format}"
+        result = self.export(project, replace(cfg, out=str(folder), force=True), version=version)
+        archive = shutil.make_archive(str(folder), "zip", root_dir=folder.parent, base_dir=folder.name)
+        return result | {"folder": str(folder), "archive": archive}
+
     def dataset_profile(self, project: str, version: str | None = None) -> dict | None:
         """Splits, task mix, judge scores, coverage and curation stats of a version (the current one by default);
         None when the project has no dataset yet."""
@@ -320,9 +337,10 @@ class DocTune:
 
         return list_presets()
 
-    def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False) -> dict:
+    def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False, *,
+              wait: bool = True) -> dict:
         """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present), in a
-        merge run's actor.
+        merge run's actor. Without `wait`, returns the merge run's `run_id` once its actor is started.
 
         Raises:
             ValueError: no completed training run with an adapter.
@@ -330,7 +348,46 @@ class DocTune:
         """
         from actors.merge_run import start_merge_run
 
-        return start_merge_run(self, run_id, out, dtype, gguf)
+        return start_merge_run(self, run_id, out, dtype, gguf, wait=wait)
+
+    def train_progress(self, run_id: str) -> dict:
+        """A training run's live figures, with the same status `runs` shows: `step` of `max_steps` (None until the
+        trainer has planned them), the latest `eval_loss` and `tokens_per_second`, `seconds` (the whole run: the
+        attempts before a resume count too) and `seconds_left` (at this attempt's pace; None until it has one).
+
+        Raises:
+            KeyError: no such run.
+        """
+        from backend.store.core import utc_now
+
+        run = self.run(run_id)
+        summary = run["summary"] or {}
+        latest = self.store.latest_metrics(run_id, ["loss", "eval_loss", "tokens_per_second"])
+        events = self.store.run_events(run_id)
+        plan = next((e for e in reversed(events) if e["kind"] == "steps"), None)
+        loss = latest.get("loss")
+        step = loss["step"] if loss else summary.get("global_step")
+        out = {"run_id": run_id, "status": run["status"], "step": step,
+               "max_steps": plan["detail"]["max_steps"] if plan else summary.get("global_step"),
+               "eval_loss": (latest.get("eval_loss") or {}).get("value", summary.get("eval_loss")),
+               "tokens_per_second": (latest.get("tokens_per_second") or {}).get("value",
+                                                                              summary.get("tokens_per_second")),
+               "seconds": summary.get("seconds"), "seconds_left": None}
+        attempt = next((e for e in reversed(events) if e["kind"] in {"started", "resumed"}), None)
+        if run["status"] in ACTIVE and attempt is not None:
+            now = utc_now()
+            # while it runs, the summary is still the one the attempt before a resume left (or none)
+            out["seconds"] = round(summary.get("seconds", 0.0) + (now - attempt["ts"]).total_seconds(), 1)
+            if plan is not None and plan["ts"] >= attempt["ts"] and loss and loss["step"] > plan["detail"]["from_step"]:
+                pace = (loss["ts"] - plan["ts"]).total_seconds() / (loss["step"] - plan["detail"]["from_step"])
+                left = (plan["detail"]["max_steps"] - loss["step"]) * pace - (now - loss["ts"]).total_seconds()
+                out["seconds_left"] = round(max(left, 0.0))
+        return out
+
+    def follow_up_runs(self, train_run: str) -> list[dict]:
+        """The evaluations and merges started for a training run's adapter, newest first, each with its status as
+        `runs` shows it (`interrupted` when its process died)."""
+        return runs.with_liveness(self.store.follow_up_runs(train_run))
 
     # ---- evaluation --------------------------------------------------------------------------
     def evaluate(self, adapter_run: str, cfg: EvalConfig | None = None, *,

@@ -41,8 +41,9 @@ class MergeRun:
 
 
 def start_merge_run(client, train_run: str, out: str | Path | None = None, dtype: str = "bf16",
-                    gguf: bool = False) -> dict:
-    """Merge a completed training run's adapter in a run of kind `merge`, and wait for it.
+                    gguf: bool = False, wait: bool = True) -> dict:
+    """Merge a completed training run's adapter in a run of kind `merge`, and wait for it unless `wait` is off
+    (then returns `run_id` of the merge run and its status once the actor is started).
 
     Returns `run_id` (the training run), `merged` (the folder) and `gguf` (the file) where asked for.
 
@@ -61,4 +62,6 @@ def start_merge_run(client, train_run: str, out: str | Path | None = None, dtype
     client.store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(MergeRun, run_id, str(client.home), run_id, adapter, str(out), dtype, gguf, train_run,
                          resources=runs.model_resources())
+    if not wait:
+        return {"run_id": run_id, "status": RunStatus.QUEUED.value, "out": str(out), "detached": True}
     return runs.watch(handle)

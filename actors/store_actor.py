@@ -227,6 +227,12 @@ class StoreClient:
     def metric_names(self, run_ids: list[str]) -> list[str]:
         return self._get(self.actor.metric_names.remote(run_ids))
 
+    def latest_metrics(self, run_id: str, names: list[str]) -> dict[str, dict]:
+        return self._get(self.actor.latest_metrics.remote(run_id, names))
+
+    def follow_up_runs(self, train_run: str) -> list[dict]:
+        return self._get(self.actor.follow_up_runs.remote(train_run))
+
     def metric_series(self, run_ids: list[str], names: list[str], *, x: str = "step",
                       max_points: int = 400) -> pa.Table:
         return self._get(self.actor.metric_series.remote(run_ids, names, x=x, max_points=max_points))

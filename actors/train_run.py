@@ -96,6 +96,8 @@ class TrainRun:
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
         cfg = TrainConfig.from_dict(self.cfg_dict, "run config")
         self.status = RunStatus.RUNNING
+        # "seconds" counts the whole run: the attempts before a resume, as their summaries recorded them
+        seconds_before = (self.store.run(self.run_id)["summary"] or {}).get("seconds", 0.0) if self.resume else 0.0
         self.store.update_run(self.run_id, status=RunStatus.RUNNING)
         if self.resume:  # the curve continues from the checkpoint: nothing lost, nothing twice
             from backend.train import checkpoint_history
@@ -131,7 +133,7 @@ class TrainRun:
             metrics = self.sink.latest
             summary |= {"tokens_per_second": metrics.get("tokens_per_second"),
                         "peak_gpu_mb": metrics.get("gpu_mem_peak_mb"), "rss_mb": metrics.get("rss_mb"),
-                        "seconds": round(time.monotonic() - started, 1)}
+                        "seconds": round(seconds_before + time.monotonic() - started, 1)}
             self.status = status
             self.store.finish_run(self.run_id, status, summary, error)
             runs.end_current_actor()  # its GPU goes to the next queued run

@@ -312,12 +312,18 @@ class _SinkForwarder:
         self._process = psutil.Process()
         self._nvml = _nvml_handle(cuda)
         self._tokens, self._time = 0.0, time.perf_counter()
+        self._tokens_before = 0.0
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._process.cpu_percent(None)  # the first call only starts psutil's interval
         # TRL's SFTTrainer logs `num_tokens`: non-padding tokens trained on, counted from the attention mask at
-        # every step (it already syncs for that), cumulative since this trainer was built, so from 0 on resume too
+        # every step (it already syncs for that), cumulative since this trainer was built, so from 0 on resume too.
+        # A resumed run's count goes on from the checkpoint's (its log history holds the whole run's, see on_log),
+        # so a curve against tokens seen never folds back at a resume.
         self._tokens, self._time = 0.0, time.perf_counter()
+        self._tokens_before = next((e["num_tokens"] for e in reversed(state.log_history) if "num_tokens" in e), 0.0)
+        # the page's "step x of N" and time left; from_step: where this attempt started
+        self.sink.event("steps", {"max_steps": state.max_steps, "from_step": state.global_step})
 
     def _maybe_cancel(self, state, control) -> None:
         if self.stop is not None and self.stop.is_set() and state.global_step < state.max_steps:
@@ -338,6 +344,11 @@ class _SinkForwarder:
                 metrics["tokens_per_second"] = (tokens - self._tokens) / (now - self._time)
                 self._tokens, self._time = tokens, now
             metrics.update(resource_metrics(self._process, self.cuda, self._nvml))
+        for name in ("num_tokens", "eval_num_tokens"):  # an evaluation logs the same count under its own name
+            if name in metrics:
+                metrics[name] += self._tokens_before
+                if state.log_history and name in state.log_history[-1]:
+                    state.log_history[-1][name] = metrics[name]  # what the next checkpoint's history holds
         if "eval_loss" in metrics:
             self.last_eval_loss = metrics["eval_loss"]
         self.sink.log(state.global_step, metrics)

@@ -59,13 +59,14 @@ def project_picker(key: str = "project") -> str | None:
     return project
 
 
-def run_picker(runs: list[dict], state_key: str) -> dict:
+def run_picker(runs: list[dict], state_key: str, key: str | None = None) -> dict:
     """A selectbox of runs (newest first) showing each one's status; the run last started from this page
-    (its id in `st.session_state[state_key]`) is preselected. Returns the chosen run."""
+    (its id in `st.session_state[state_key]`) is preselected. With a widget `key`, the choice survives a change
+    of status in the labels (a refreshing panel). Returns the chosen run."""
     ids = [r["run_id"] for r in runs]
     status = {r["run_id"]: r["status"] for r in runs}
     chosen = st.session_state.get(state_key)
-    run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0,
+    run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key=key,
                           format_func=lambda i: f"{i} ({status_label(status[i])})")
     return runs[ids.index(run_id)]
 
@@ -99,7 +100,9 @@ def curves(table, title: str, x_label: str = "step", facet: bool = True, order: 
         return None
     n = df["name"].nunique()
     names = [m for m in (order or []) if m in set(df["name"])] + sorted(set(df["name"]) - set(order or []))
+    # D3's ten colours: the Streamlit theme's palette starts with two blues, and two runs looked like one
     fig = px.line(df, x="x", y="value", color="run_id", facet_col="name" if facet and n > 1 else None,
+                  color_discrete_sequence=px.colors.qualitative.D3,
                   facet_col_wrap=2, labels={"x": x_label, "value": ""}, title=title,
                   category_orders={"name": names}, markers=df.groupby(["run_id", "name"]).size().min() < 30)
     fig.update_yaxes(matches=None, showticklabels=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -100,3 +101,32 @@ def launch(p):
     return p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
 
 
+
+
+def client_answer(home: Path, method: str, *args: str):
+    """What the client API (`actors.client.DocTune`) answers for this home, asked from a process of its own that
+    joins the dashboard's cluster: a browser test waits on a run's state there, never on a guess of how fast
+    this machine draws a page."""
+    code = ("import json, sys; from actors.client import DocTune; dt = DocTune(sys.argv[1]); "
+            "print(json.dumps(getattr(dt, sys.argv[2])(*sys.argv[3:]), default=str))")
+    env = dict(os.environ)
+    env.pop("RAY_ADDRESS", None)
+    out = subprocess.run([sys.executable, "-c", code, str(home), method, *args], capture_output=True, text=True,
+                         timeout=180, env=env, cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def wait_until(ask, done, what: str, timeout_s: float = 900, every_s: float = 2):
+    """`ask()` again until `done(answer)`; the last answer. The bound is generous: it only ends a hung test."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        answer = ask()
+        if done(answer):
+            return answer
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s:.0f} s; last: {answer}"
+        time.sleep(every_s)
+
+
+def run_of(home: Path, project: str, run_id: str) -> dict:
+    return next(r for r in client_answer(home, "runs", project) if r["run_id"] == run_id)

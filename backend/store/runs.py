@@ -92,6 +92,18 @@ class RunStore(StoreCore):
             r["eval"] = latest_eval.get(r["run_id"])
         return rows
 
+    def follow_up_runs(self, train_run: str) -> list[dict]:
+        """The evaluations and merges of a training run's adapter, newest first (run_id, kind, status, summary,
+        error, created_at, finished_at)."""
+        rows = self._dicts(
+            "SELECT run_id, kind, status, summary, error, created_at, finished_at FROM runs WHERE "
+            "(kind = 'eval' AND json_extract_string(config, '$.adapter_run') = ?) OR "
+            "(kind = 'merge' AND json_extract_string(config, '$.train_run') = ?) ORDER BY created_at DESC",
+            [train_run, train_run])
+        for row in rows:
+            row["summary"] = json.loads(row["summary"]) if row["summary"] else {}
+        return rows
+
     def record_metrics(self, run_id: str, rows: list[tuple[int, str, float]]) -> None:
         """(step, name, value) rows of one run, in one insert."""
         if rows:
@@ -115,6 +127,13 @@ class RunStore(StoreCore):
         return self._arrow("SELECT step, name, value, ts FROM metrics WHERE run_id = $1 AND "
                            "($2::VARCHAR[] IS NULL OR list_contains($2::VARCHAR[], name)) ORDER BY step, name",
                            [run_id, names])
+
+    def latest_metrics(self, run_id: str, names: list[str]) -> dict[str, dict]:
+        """name -> {step, value, ts} of each metric's last logged value (a live panel's headline numbers)."""
+        rows = self._dicts("SELECT name, arg_max(step, step) AS step, arg_max(value, step) AS value, max(ts) AS ts "
+                           "FROM metrics WHERE run_id = ? AND list_contains(?, name) GROUP BY name",
+                           [run_id, names])
+        return {r.pop("name"): r for r in rows}
 
     def metric_names(self, run_ids: list[str]) -> list[str]:
         return [r[0] for r in self.con.execute(

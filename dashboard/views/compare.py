@@ -33,7 +33,7 @@ def compare(project: str) -> None:
         else:
             st.plotly_chart(fig, key="overlay")
     st.subheader("Summary")
-    st.dataframe(pd.DataFrame([_summary(r) for r in table["runs"]]), hide_index=True)
+    st.dataframe(_shown([_summary(r) for r in table["runs"]]), hide_index=True)
     st.subheader("Config diff")
     if len(picked) < 2:
         st.caption("Pick two runs or more to see what differs.")
@@ -44,16 +44,27 @@ def compare(project: str) -> None:
                                    for k, vals in table["config_diff"].items()]), hide_index=True)
 
 
+DIGITS = {"best eval loss": 4, "best train loss": 4, "tokens/s": 0, "peak GPU MB": 0, "peak RSS MB": 0,
+          "ROUGE-L tuned": 3, "ROUGE-L Δ": 3, "judge win rate": 2}
+
+
 def _summary(r: dict) -> dict:
     ev = r["eval"] or {}
-    rouge = ((ev.get("test") or {}).get("metrics") or {}).get("rouge_l") or {}
-    judge = ((ev.get("judge") or {}).get("sets") or {}).get("test") or {}
+    split = ev.get("split", "test")
+    rouge = ((ev.get(split) or {}).get("metrics") or {}).get("rouge_l") or {}
+    judge = ((ev.get("judge") or {}).get("sets") or {}).get(split) or {}
     return {"run": r["run_id"], "status": status_label(r["status"]), "dataset": r["config"].get("dataset"),
             "preset": r["config"].get("preset"), "steps": r["last_step"],
             "best eval loss": r["best_eval_loss"], "best train loss": r["best_train_loss"],
             "tokens/s": r["tokens_per_second"], "peak GPU MB": r["peak_gpu_mb"], "peak RSS MB": r["peak_rss_mb"],
             "ROUGE-L tuned": rouge.get("tuned"), "ROUGE-L Δ": rouge.get("delta"),
             "judge win rate": judge.get("win_rate")}
+
+
+def _shown(rows: list[dict]) -> pd.DataFrame:
+    """Figures rounded for reading and a missing one as `–` (the grid would print `None`, and every digit)."""
+    return pd.DataFrame([{k: "–" if v is None else f"{v:.{DIGITS[k]}f}" if k in DIGITS else v
+                          for k, v in row.items()} for row in rows])
 
 
 project = project_picker()

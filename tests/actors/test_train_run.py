@@ -79,6 +79,9 @@ def test_cancel_then_resume_continues_from_the_checkpoint(client):
     started = client.train("t", tiny(max_steps=80, save_steps=4, eval_steps=1000), wait=False)
     run = started["run_id"]
     wait_for_step(client, run, 6)
+    live = client.train_progress(run)  # what the Training page shows while the run goes
+    assert live["status"] == "running" and live["max_steps"] == 80 and 6 <= live["step"] < 80
+    assert live["tokens_per_second"] > 0 and live["seconds"] > 0 and live["seconds_left"] is not None
     assert client.cancel(run) == "cancelling"
     deadline = time.monotonic() + 120
     while client.store.run(run)["status"] not in {"cancelled", "completed", "failed"} and time.monotonic() < deadline:
@@ -87,6 +90,7 @@ def test_cancel_then_resume_continues_from_the_checkpoint(client):
     assert row["status"] == "cancelled" and row["summary"]["checkpoint"]
     stopped_at = row["summary"]["global_step"]
     assert 6 <= stopped_at < 80
+    first_seconds = row["summary"]["seconds"]
 
     resumed = client.train(None, resume_run=run)
     assert resumed["status"] == "completed" and resumed["global_step"] == 80, resumed.get("error")
@@ -94,6 +98,14 @@ def test_cancel_then_resume_continues_from_the_checkpoint(client):
     assert sorted(client.metrics(run, ["loss"]).column("step").to_pylist()) == list(range(1, 81))
     kinds = [e["kind"] for e in client.store.run_events(run)]
     assert "cancelled" in kinds and "resumed" in kinds and "resume" in kinds
+    # tokens seen go on from the checkpoint's count: a curve against them never folds back at the resume
+    tokens = [(m["step"], m["value"]) for m in client.metrics(run, ["num_tokens"]).to_pylist()]
+    assert [s for s, _ in tokens] == list(range(1, 81))
+    assert all(b > a for (_, a), (_, b) in zip(tokens, tokens[1:])), tokens
+    # and "Seconds" counts both attempts
+    done = client.train_progress(run)
+    assert done["status"] == "completed" and done["step"] == done["max_steps"] == 80
+    assert done["seconds"] == client.store.run(run)["summary"]["seconds"] > first_seconds
 
 
 def test_bad_requests_fail_before_a_run_exists(client):

@@ -10,6 +10,7 @@ API key in the dashboard's environment, no page's HTML contains it. Screenshots 
 
 from __future__ import annotations
 
+import re
 import signal
 
 import pytest
@@ -17,7 +18,7 @@ import pytest
 from backend.config import SAMPLE_REPO
 from conftest import REPO, run_cli
 from tests import dashboard_browser as browser
-from tests.dashboard_browser import PAGES, kill, settle, start_dashboard
+from tests.dashboard_browser import PAGES, kill, run_of, settle, start_dashboard, wait_until
 from tests.fake_llm import FakeLLMServer
 
 KEY = "sk-dashboard-e2e-SECRET-4242"
@@ -50,6 +51,18 @@ def start_from_form(page, base: str, *, max_chunks: int, generator: str = "heuri
     return page.inner_text("body")
 
 
+def started_run(text: str) -> str:
+    return re.search(r"Started (synth-\S+);", text).group(1)
+
+
+def wait_curated(home, run_id: str) -> None:
+    """Until the synthesis run has ended and its samples are curated into a dataset version (the client's view)."""
+    run = wait_until(lambda: run_of(home, "sample", run_id),
+                     lambda r: r["status"] not in {"queued", "running"} and r["summary"].get("dataset"),
+                     f"{run_id} curated into a dataset version")
+    assert run["status"] == "completed", run
+
+
 @pytest.mark.slow
 def test_dashboard_in_a_real_browser(tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -69,15 +82,18 @@ def test_dashboard_in_a_real_browser(tmp_path):
                 visit(page, base, name, shot=f"1-{name}-before")
             assert "sample" in visit(page, base, "dataset")  # the project picker
 
-            # a heuristic run from the form, watched live until it is curated into v1
-            start_from_form(page, base, max_chunks=30)
-            page.get_by_text("Curated into dataset version v1").first.wait_for(timeout=120_000)
+            # a heuristic run from the form, watched until it is curated into v1: the wait is on the run's state
+            # through the client (a loaded machine is slow, not wrong), then the page must say so
+            run_id = started_run(start_from_form(page, base, max_chunks=30))
+            wait_curated(home, run_id)
+            page.get_by_text("Curated into dataset version v1").first.wait_for(timeout=60_000)
             text = page.inner_text("body")
             assert "completed" in text and "units" in text
             page.screenshot(path=str(SHOTS / "2-synthesis-heuristic-done.png"), full_page=True)
 
             # an API run: kill the dashboard mid-run, start it again, the run has gone on to its end
-            start_from_form(page, base, max_chunks=40, generator="openai", base_url=llm.base_url, concurrency=2)
+            api_run = started_run(start_from_form(page, base, max_chunks=40, generator="openai",
+                                                  base_url=llm.base_url, concurrency=2))
             page.wait_for_function("() => /[1-9][0-9]* of [0-9]+ units/.test(document.body.innerText)",
                                    timeout=60_000)
             page.screenshot(path=str(SHOTS / "3-synthesis-api-live.png"), full_page=True)
@@ -86,7 +102,8 @@ def test_dashboard_in_a_real_browser(tmp_path):
             dashboard = start_dashboard(home, port, env)
             page.goto(f"{base}/synthesis")
             settle(page)
-            page.get_by_text("Curated into dataset version v2").first.wait_for(timeout=180_000)
+            wait_curated(home, api_run)
+            page.get_by_text("Curated into dataset version v2").first.wait_for(timeout=60_000)
             assert llm.stats()["requests"] > served_at_kill  # it kept going while no dashboard ran
             page.screenshot(path=str(SHOTS / "4-synthesis-api-done-after-restart.png"), full_page=True)
 

@@ -7,6 +7,9 @@ store actor down afterwards. The seed (`tests/seed_store.py`) is written before 
 
 from __future__ import annotations
 
+import colorsys
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,12 +138,20 @@ def check_compare(at: AppTest) -> None:
     assert at.multiselect[0].label == "Runs" and sorted(at.multiselect[0].value) == sorted(TRAIN_RUNS)
     summary = table(at, "ROUGE-L tuned").set_index("run")
     assert sorted(summary.index) == sorted(TRAIN_RUNS)
-    assert summary.loc[TRAIN_RUNS[0], "ROUGE-L tuned"] == pytest.approx(0.4)  # the evaluated one
-    assert summary.loc[TRAIN_RUNS[0], "judge win rate"] == pytest.approx(0.5)
+    assert summary.loc[TRAIN_RUNS[0], "ROUGE-L tuned"] == "0.400"  # the evaluated one, rounded
+    assert summary.loc[TRAIN_RUNS[0], "judge win rate"] == "0.50"
+    assert summary.loc[TRAIN_RUNS[1], "ROUGE-L tuned"] == "–" and summary.loc[TRAIN_RUNS[1], "peak GPU MB"] == "–"
+    assert re.fullmatch(r"\d+\.\d{4}", summary.loc[TRAIN_RUNS[1], "best train loss"])
     assert summary["steps"].tolist() == [50, 50]
     diff = table(at, "setting")
     assert set(diff["setting"]) == {"train.lora.r", "train.training.learning_rate"}
     assert at.get("plotly_chart"), "no overlay of the curves"
+    traces = json.loads(at.get("plotly_chart")[0].proto.spec)["data"]
+    colours = {t["name"]: t["line"]["color"] for t in traces}
+    assert sorted(colours) == sorted(TRAIN_RUNS), colours
+    hues = [colorsys.rgb_to_hsv(*bytes.fromhex(c.lstrip("#")))[0] for c in colours.values()]
+    apart = abs(hues[0] - hues[1])
+    assert min(apart, 1 - apart) > 0.1, colours  # two hues, not two shades of one blue
 
 
 def check_evaluation(at: AppTest) -> None:
@@ -425,6 +436,31 @@ def test_password_gate(seeded, monkeypatch):
     assert metrics(at)["Samples"] == "400"
     at.switch_page("views/overview.py")
     check_overview(clean(at.run()))  # the session stays logged in
+
+
+def test_a_finished_run_leads_to_its_evaluation_export_and_merge(seeded):
+    """The next steps of a completed run: its evaluations with their results, each step's command, and an export
+    that the page offers as one zip to download."""
+    import zipfile
+
+    at = open_page("training")
+    at.selectbox(key="train-run-picked").select(TRAIN_RUNS[0]).run()
+    clean(at)
+    assert "Next steps" in [h.value for h in at.header]
+    code = [c.value for c in at.code]
+    assert f"doctune eval --run {TRAIN_RUNS[0]}" in code
+    assert f"doctune export --project {PROJECT} --dataset v1 --format alpaca --out DIR" in code
+    assert f"doctune merge {TRAIN_RUNS[0]} --dtype bf16" in code
+    lines = [m.value for m in at.markdown]
+    assert any(line.startswith(f"- `{EVAL_RUN}` evaluation, **completed**") and "ROUGE-L tuned 0.400 (Δ +0.200)"
+               in line and "judge win rate 0.50" in line for line in lines), lines
+    next(b for b in at.button if b.label == "Export v1 as alpaca").click().run()
+    clean(at)
+    assert at.get("download_button"), "no download offered"
+    archive = Path(at.session_state[f"export-{PROJECT}-v1-alpaca"]["archive"])
+    assert archive.name == f"{PROJECT}_v1_alpaca.zip"
+    names = zipfile.ZipFile(archive).namelist()
+    assert f"{PROJECT}_v1_alpaca/manifest.json" in names and f"{PROJECT}_v1_alpaca/train.jsonl" in names, names
 
 
 @pytest.mark.slow
