@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from backend.config import check_project_name, resolve_home
+from backend.config_base import ConfigError
 from backend.curate_config import CurateConfig
 from backend.eval_config import EvalConfig
 from backend.export_config import ExportConfig
@@ -138,8 +139,18 @@ class DocTune:
 
     def synth_progress(self, run_id: str) -> dict:
         """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
-        minute, 429s, tokens, cost. Raises KeyError for an unknown run."""
-        return self.store.synth_progress(run_id)
+        minute, 429s, tokens, cost; `failures` (failed attempts by class: http_5xx, http_429, timeout, connection,
+        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `priced` (whether the model has a
+        price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError for an
+        unknown run."""
+        progress = self.store.synth_progress(run_id)
+        stored = {k: v for k, v in self.store.run(run_id)["config"].items() if k != "fingerprint"}
+        try:
+            cfg = SynthConfig.from_dict(stored, f"run {run_id}")
+        except ConfigError:  # a run stored by an older version: its figures stand, its price is unknown
+            return progress | {"generator": stored.get("generator"), "priced": False, "budget_usd": None}
+        return progress | {"generator": cfg.generator, "budget_usd": cfg.max_cost_usd,
+                           "priced": cfg.price() is not None}
 
     def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:
         return self.store.dead_letters(project, run_id)
@@ -325,6 +336,22 @@ class DocTune:
 
         rows = self.store.eval_results(eval_run, "probe")
         return {"summary": knowledge_summary(rows), "examples": wrong_then_right(rows, examples)}
+
+    def eval_health(self, eval_run: str, eval_set: str) -> dict:
+        """What could make an evaluation's numbers mislead: `degenerate` (per side, `backend.evaluate.
+        degenerate_summary` of the set's outputs), `base_model` (the adapter's base) and `random_weights` (a base
+        with random weights, such as `tiny`, whose outputs are noise by construction). Raises KeyError for an
+        unknown run."""
+        from backend.base_models import TINY
+        from backend.evaluate import degenerate_summary
+
+        run = self.store.run(eval_run)
+        if run is None:
+            raise KeyError(eval_run)
+        adapter = self.store.run(run["summary"].get("adapter_run") or run["config"].get("adapter_run") or "")
+        base = ((adapter or {}).get("config", {}).get("train", {}).get("model") or {}).get("name_or_path")
+        return {"degenerate": degenerate_summary(self.store.eval_results(eval_run, eval_set)), "base_model": base,
+                "random_weights": base == TINY}
 
     def identifiers(self, project: str, kind: str | None = None, search: str | None = None,
                     limit: int = 200) -> dict:

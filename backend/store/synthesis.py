@@ -74,7 +74,16 @@ class SynthesisStore(RunStore):
                                [run_id, utc_now()]).fetchone()[0]
         done = self.con.execute("SELECT count(DISTINCT cache_key) FROM samples WHERE run_id = ?",
                                 [run_id]).fetchone()[0]
+        # failed attempts by class (llm_request.classify's statuses, parse_error for an unusable answer): a run
+        # that retried its way through 5xx answers has no dead letter, yet half its requests failed
+        failures = dict(self.con.execute(
+            "SELECT status, count(*) FROM api_requests WHERE run_id = ? AND status NOT LIKE 'ok%' GROUP BY status "
+            "ORDER BY status", [run_id]).fetchall())
+        dead_reasons = dict(self.con.execute(
+            "SELECT reason, count(*) FROM dead_letters WHERE run_id = ? AND NOT resolved GROUP BY reason "
+            "ORDER BY reason", [run_id]).fetchall())
         return usage | {"run_id": run_id, "status": run["status"], "requests_last_minute": rpm,
+                        "failures": failures, "dead_reasons": dead_reasons,
                         "units_done": done + usage["dead_letters"], "units": run["summary"].get("units"),
                         "dataset": run["summary"].get("dataset"), "created_at": run["created_at"],
                         "finished_at": run["finished_at"], "error": run["error"]}
