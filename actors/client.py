@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from backend.config import check_project_name, resolve_home
 from backend.config_base import ConfigError
 from backend.curate_config import CurateConfig
+from backend.endpoint_config import EndpointConfig
 from backend.eval_config import EvalConfig
 from backend.export_config import ExportConfig
 from backend.ingest_config import IngestConfig
@@ -122,20 +124,56 @@ class DocTune:
         return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
                                on_progress=on_progress, curate_cfg=curate_cfg, wait=wait)
 
-    def retry_dead_letters(self, run_id: str, wait: bool = False) -> dict:
-        """Retry a synthesis run's dead letters under the run's own configuration.
-
-        Raises:
-            ValueError: not a synthesis run, or it has no dead letters.
-        """
-        from backend.synth_config import SynthConfig
-
+    def _synth_run_config(self, run_id: str) -> tuple[dict, SynthConfig]:
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":
             raise ValueError(f"no synthesis run '{run_id}' (see `doctune runs`)")
         stored = {k: v for k, v in run["config"].items() if k != "fingerprint"}
-        cfg = SynthConfig.from_dict(stored, f"run {run_id}")
-        return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
+        return run, SynthConfig.from_dict(stored, f"run {run_id}")
+
+    def retry_plan(self, run_id: str) -> dict:
+        """What `retry_dead_letters(run_id)` would do, before it does it: `dead_letters` (how many), `reasons`
+        (reason → count), `generator`, and `futile` (those the same generator will fail again: the offline
+        heuristic's `no_samples`, which only an LLM generator covers, `retry_dead_letters(..., endpoint=...)`)."""
+        run, cfg = self._synth_run_config(run_id)
+        dead = self.store.dead_letters(run["project"], run_id)
+        reasons: dict[str, int] = {}
+        for d in dead:
+            reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+        futile = reasons.get("no_samples", 0) if cfg.generator == "heuristic" else 0
+        return {"run_id": run_id, "dead_letters": len(dead), "reasons": dict(sorted(reasons.items())),
+                "generator": cfg.model_name(), "futile": futile}
+
+    def retry_dead_letters(self, run_id: str, wait: bool = False, endpoint: EndpointConfig | None = None) -> dict:
+        """Retry a synthesis run's dead letters under the run's own configuration; its finish time and figures
+        stand, the retry is added to its summary's `retries`. With `endpoint`, a new run asks that LLM endpoint
+        for the same units instead (the offline heuristic's `no_samples` fail again under the heuristic), and
+        each dead letter it covers is resolved.
+
+        Raises:
+            ValueError: not a synthesis run, or it has no dead letters.
+        """
+        run, cfg = self._synth_run_config(run_id)
+        if endpoint is None:
+            return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
+        llm = replace(cfg, generator="openai", endpoint=endpoint)
+        from actors.synth_run import start_synth_run
+
+        return start_synth_run(self, run["project"], llm, retry_failed=False, new_run=True, dry_run=False,
+                               wait=wait, covers=run_id)
+
+    def resume_synth(self, run_id: str, wait: bool = False) -> dict:
+        """Go on with a cancelled, failed, interrupted or budget-stopped synthesis run where it stopped.
+
+        Raises:
+            ValueError: not a synthesis run, or one that is not the unfinished run of its configuration.
+        """
+        run, cfg = self._synth_run_config(run_id)
+        plan = self.synth(run["project"], cfg, dry_run=True)
+        if plan["run_id"] != run_id:
+            raise ValueError(f"run {run_id} cannot be resumed: it is {run['status']}, and "
+                             f"{plan['run_id'] or 'a new run'} is the one its settings would go on with")
+        return self.synth(run["project"], cfg, wait=wait)
 
     def synth_progress(self, run_id: str) -> dict:
         """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
