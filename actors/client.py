@@ -178,7 +178,7 @@ class DocTune:
     def synth_progress(self, run_id: str) -> dict:
         """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
         minute, 429s, tokens, cost; `failures` (failed attempts by class: http_5xx, http_429, timeout, connection,
-        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `priced` (whether the model has a
+        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `model`, `priced` (whether the model has a
         price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError for an
         unknown run."""
         progress = self.store.synth_progress(run_id)
@@ -186,8 +186,9 @@ class DocTune:
         try:
             cfg = SynthConfig.from_dict(stored, f"run {run_id}")
         except ConfigError:  # a run stored by an older version: its figures stand, its price is unknown
-            return progress | {"generator": stored.get("generator"), "priced": False, "budget_usd": None}
-        return progress | {"generator": cfg.generator, "budget_usd": cfg.max_cost_usd,
+            return progress | {"generator": stored.get("generator"), "model": stored.get("model"), "priced": False,
+                               "budget_usd": None}
+        return progress | {"generator": cfg.generator, "model": cfg.model_name(), "budget_usd": cfg.max_cost_usd,
                            "priced": cfg.price() is not None}
 
     def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:

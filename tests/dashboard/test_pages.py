@@ -114,9 +114,14 @@ def check_synthesis(at: AppTest) -> None:
     assert "Dead letters (1)" in [s.value for s in at.subheader]
     dead = table(at, "reason")
     assert dead[["task", "reason", "detail", "attempts"]].values.tolist() == [
-        ["qa", "parse_error", "the reply was not JSON", 5]]
+        ["qa", "unparseable", "the reply was not JSON", 5]]
+    assert dead["what it means"][0].startswith("an answer arrived (and was paid for) but held no usable samples")
+    assert dead["file"][0] == f"chunk {'0' * 32}"  # a chunk re-ingested away: its id, not a blank
     assert at.button(key=f"retry-{SYNTH_RUN}").label == "Retry dead letters"
-    assert metrics(at)["429s"] == "10" and metrics(at)["Requests"] == "200"
+    shown = metrics(at)
+    assert shown["429s"] == "10" and shown["Requests"] == "200" and shown["Failed requests"] == "0"
+    assert shown["Dead letters"] == "1" and "Requests / min" not in shown  # an ended run sends none
+    assert any("asks again for these 1 units (unparseable 1)" in m.value for m in at.markdown)
 
 
 def check_training(at: AppTest) -> None:
