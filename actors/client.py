@@ -409,8 +409,14 @@ class DocTune:
     def eval_view(self, eval_run: str, eval_set: str = "test", *, task: str | None = None, flip: str | None = None,
                   limit: int = 50, offset: int = 0) -> dict:
         """One page of an evaluation's side-by-side rows, filtered by task and by flips of ROUGE-L
-        (`improved` / `regressed`), with the judge's win/tie/loss counts for the set."""
-        return self.store.eval_view(eval_run, eval_set, task=task, flip=flip, limit=limit, offset=offset)
+        (`improved` / `regressed`), with the judge's win/tie/loss counts for the set; each row's `degenerate` says
+        per side which kind of degenerate output it is (`backend.evaluate.degenerate_kind`; None: a real answer)."""
+        from backend.evaluate import degenerate_kind
+
+        view = self.store.eval_view(eval_run, eval_set, task=task, flip=flip, limit=limit, offset=offset)
+        for r in view["rows"]:
+            r["degenerate"] = {side: degenerate_kind(r[f"{side}_output"]) for side in ("base", "tuned")}
+        return view
 
     def comparison_matrix(self, adapter_runs: list[str], eval_set: str = "test") -> dict:
         """Base and several adapters on one frozen eval set, each metric's mean per model."""

@@ -155,9 +155,13 @@ def check_evaluation(at: AppTest) -> None:
     assert scores.loc["rouge_l", ["base", "tuned", "Δ (tuned − base)"]].tolist() == pytest.approx([0.2, 0.4, 0.2])
     captions = [c.value for c in at.caption]
     assert "ROUGE-L flips (moved by more than 0.05): 8 improved, 4 regressed, of 12" in captions
-    assert any(c.startswith("Win rate 0.50") for c in captions)
+    assert any(c.startswith("Judge ran: win rate 0.50") for c in captions)
     assert labels(at.number_input) == ["Page (of 2; 12 rows)"]
     assert len(side_by_side_rows(at)) == 10
+    assert [e.label for e in at.expander][0] == "What base, tuned and each set mean"
+    glossary = next(m.value for m in at.markdown if m.value.startswith("- **base**"))
+    assert all(f"- **{w}**" in glossary for w in ("base", "tuned", "test", "probe", "retention"))
+    assert not at.warning and not at.error  # real answers from a trained base: nothing to warn about
 
 
 CHECKS = {"overview": check_overview, "dataset": check_dataset, "synthesis": check_synthesis,
