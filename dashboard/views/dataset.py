@@ -4,7 +4,7 @@ sample browser whose edits and rejections make a new dataset version (the old on
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import bar, client, failures_shown, project_picker
+from dashboard.common import bar, client, failures_shown, project_picker, report_table
 
 PAGE_SIZE = 25
 
@@ -99,7 +99,7 @@ def dataset(project: str) -> None:
     right.plotly_chart(bar(profile["splits"], "split", "samples", "Split sizes"), key="splits")
     if cur:
         with st.expander("Curation report"):
-            st.json(cur)
+            st.dataframe(report_table(cur), hide_index=True)
     browser(project, version, profile)
 
 

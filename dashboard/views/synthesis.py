@@ -85,6 +85,7 @@ def estimate_and_start(project: str, pending: dict | None) -> None:
         with failures_shown("Starting the run"):
             started = dt.synth(project, pending["cfg"], new_run=pending["new_run"], wait=False)
             st.session_state["synth-run"] = started["run_id"]
+            st.query_params.pop("run", None)  # the new run is the one to watch, not a linked one
             st.session_state.pop("synth-plan", None)
             st.success(f"Started {started['run_id']}; it goes on if you leave this page.")
 
@@ -235,6 +236,7 @@ def retry_with_llm(run_id: str, plan: dict) -> None:
         with failures_shown("Retrying with the LLM generator"):
             started = dt.retry_dead_letters(run_id, endpoint=EndpointConfig(base_url=base_url, model=model))
             st.session_state["synth-run"] = started["run_id"]  # the page shows the new run, and says why
+            st.query_params.pop("run", None)
             st.session_state[f"synth-said-{started['run_id']}"] = (
                 f"Started to cover the {plan['futile']} dead letters of {run_id}: {model} is asked for their chunks; "
                 f"each dead letter it covers is resolved there.")

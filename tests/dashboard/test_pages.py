@@ -82,13 +82,18 @@ def labels(widgets) -> list[str]:
 def check_overview(at: AppTest) -> None:
     assert titles(at) == ["Overview"]
     projects = table(at, "root")
-    assert projects.set_index("project").loc[PROJECT, ["latest", "latest samples"]].tolist() == ["v1", 400]
+    assert projects.set_index("project").loc[PROJECT, ["latest version", "its samples"]].tolist() == ["v1", 400]
     runs = table(at, "kind")
     assert set(runs["run"]) == {SYNTH_RUN, *TRAIN_RUNS, EVAL_RUN}
     assert set(runs["project"]) == {PROJECT}
-    assert runs.set_index("run").loc[EVAL_RUN, "summary"] == "ROUGE-L Δ +0.200"
-    assert metrics(at) == {"Live runs": "0", "Runs shown": "4", "Failed or interrupted": "0"}
+    by_run = runs.set_index("run")
+    assert by_run.loc[EVAL_RUN, "summary"] == "ROUGE-L Δ +0.200"
+    assert by_run.loc[EVAL_RUN, "open"] == f"/evaluation?project={PROJECT}&run={EVAL_RUN}"  # each row opens its run
+    assert by_run.loc[SYNTH_RUN, "open"] == f"/synthesis?project={PROJECT}&run={SYNTH_RUN}"
+    assert metrics(at) == {"Live runs": "0", "Runs listed": "4", "Failed or interrupted": "0"}
     assert not at.info
+    details = table(at, "item").set_index("item")["value"]  # the newest run's whole summary, as a table
+    assert details["adapter run"] == TRAIN_RUNS[0] and details["test › metrics › rouge l › delta"] == "0.2"
 
 
 def check_dataset(at: AppTest) -> None:
