@@ -75,7 +75,8 @@ def estimate_and_start(project: str, pending: dict | None) -> None:
     c[1].metric("Tokens in (est.)", f"{est.get('tokens_in', 0):,}")
     c[2].metric("Tokens out (est.)", f"{est.get('tokens_out', 0):,}")
     cost = est.get("cost_usd")
-    c[3].metric("Cost (est.)", f"${cost:.4f}" if cost is not None else "unknown")
+    c[3].metric("Cost (est.)", f"${cost:.4f}" if cost is not None else "n/a",
+                help=None if cost is not None else "unknown: no price for this model (below)")
     c[4].metric("Done before / cached", f"{plan['done_before']} / {plan['cached']}")
     if cost is None:
         st.info(UNPRICED.format(model=pending["cfg"].endpoint.model))
@@ -93,8 +94,9 @@ def estimate_and_start(project: str, pending: dict | None) -> None:
 UNPRICED = ("No price for model `{model}`: its cost is not counted, so the dollars shown are not what you pay, and "
             "a budget cannot apply. Add the model's price per million tokens to data/prices.yaml (or "
             "synth.endpoint.prices) to have both.")
+# a run in one of these has work left that rerunning its settings goes on with (a comment: a bare string on a
+# page would be drawn by Streamlit's magic)
 ENDED = ("cancelled", "failed", "interrupted", "budget_stopped")
-"""A run in one of these has work left that rerunning its settings goes on with."""
 
 
 def live_progress(run_id: str) -> None:
@@ -132,7 +134,8 @@ def figures(q: dict) -> None:
              ("429s", f"{q['http_429']:,}", FAILURE_CLASSES["http_429"][1]),
              ("Dead letters", f"{q['dead_letters']:,}", "units that kept failing after every retry"),
              ("Tokens", f"{q['tokens_in'] + q['tokens_out']:,}", None),
-             ("Cost", f"${q['cost_usd']:.4f}" if q["priced"] else "unknown", None)]
+             ("Cost", f"${q['cost_usd']:.4f}" if q["priced"] else "n/a",
+              None if q["priced"] else "unknown: no price for this model (below)")]
     if live:
         tiles.insert(2, ("Requests / min", f"{q['requests_last_minute']:,}", "in the last 60 seconds"))
     for col, (label, value, help_) in zip(st.columns(len(tiles)), tiles):

@@ -91,7 +91,7 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             assert fives > 0 and shown["Failed requests"] == str(fives)  # every 500 the server sent, counted
             assert shown["Requests"] == str(served["requests"])
             assert re.search(rf"5xx \*?\*?{fives}", text) or f"5xx {fives}" in text
-            assert shown["Cost"] == "unknown" and "a budget cannot apply" in text
+            assert shown["Cost"] == "n/a" and "a budget cannot apply" in text
             assert "Requests / min" not in shown  # an ended run sends nothing
             chromium.close()
     finally:
