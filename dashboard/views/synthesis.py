@@ -29,10 +29,10 @@ def config_form(project: str):
     offline = generator == "heuristic"
     with st.form("synth-form"):
         c = st.columns(2)
-        base_url = c[0].text_input("Base URL (openai)", defaults.endpoint.base_url, disabled=offline,
-                                   help="not used by the offline heuristic generator" if offline else None)
-        model = c[1].text_input("Model (openai)", defaults.endpoint.model, disabled=offline,
-                                help="not used by the offline heuristic generator" if offline else None)
+        base_url = c[0].text_input("Base URL (openai)", defaults.endpoint.base_url, disabled=offline)
+        model = c[1].text_input("Model (openai)", defaults.endpoint.model, disabled=offline)
+        if offline:
+            st.caption("The offline heuristic generator sends no request: it has no endpoint or model.")
         st.caption("API key: " + ("found in the dashboard's environment" if api_key() else
                                    "none set (DOCTUNE_API_KEY, DEEPSEEK_API_KEY or OPENAI_API_KEY); "
                                    "the heuristic generator needs none") + ". It is never shown here.")

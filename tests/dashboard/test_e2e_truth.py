@@ -64,7 +64,7 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             page = chromium.new_page(viewport={"width": 1400, "height": 2000})
             page.goto(f"{base}/synthesis")
             settle(page)
-            assert page.get_by_label("Base URL (openai)").is_disabled()  # the offline generator has no endpoint
+            assert page.get_by_role("textbox", name="Base URL (openai)").is_disabled()  # offline: no endpoint
             page.get_by_role("combobox", name="Generator").click()
             page.get_by_role("option", name="openai").click()
             settle(page)
