@@ -359,6 +359,31 @@ def test_synthesis_estimate_offers_to_start_without_starting(seeded):
     assert [r["run_id"] for r in client().runs(PROJECT) if r["kind"] == "synth"] == [SYNTH_RUN]
 
 
+def test_a_cancelled_synthesis_offers_resume_and_shows_no_live_rate(seeded):
+    from dashboard.common import client
+
+    client().store.update_run(SYNTH_RUN, status="cancelled")
+    at = open_page("synthesis")
+    shown = metrics(at)
+    assert "Requests / min" not in shown and shown["Cost"] == "$0.0400"  # 200 requests of $0.0002 each, priced
+    resume = at.button(key=f"resume-{SYNTH_RUN}")
+    assert resume.label == "Resume run" and f"cancel-{SYNTH_RUN}" not in [b.key for b in at.button]
+
+
+def test_a_link_opens_its_run_and_the_offline_generator_has_no_endpoint(seeded):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["project"] = PROJECT
+    at.query_params["run"] = SYNTH_RUN
+    at.run()
+    clean(at.switch_page("views/synthesis.py").run())
+    assert next(s for s in at.selectbox if s.label == "Run").value == SYNTH_RUN
+    fields = {t.label: t.disabled for t in at.text_input}
+    assert fields == {"Base URL (openai)": True, "Model (openai)": True}
+    at.selectbox(key="synth-generator").select("openai")
+    clean(at.run())
+    assert {t.label: t.disabled for t in at.text_input} == {"Base URL (openai)": False, "Model (openai)": False}
+
+
 def test_synthesis_form_weighs_every_task_type(seeded):
     from backend.synth_config import TASKS, SynthConfig
 
