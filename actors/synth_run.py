@@ -89,7 +89,7 @@ class SynthRun:
         """The run's summary for its caller; its samples curated into a dataset version where it made any."""
         final = await self.progress()
         summary = {**self.plan, "run_id": self.run_id, **{k: final[k] for k in (
-            "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "tokens_in",
+            "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "errors", "tokens_in",
             "tokens_out", "cost_usd")}}
         dead = await self.store.actor.dead_letters.remote(self.project, self.run_id)
         summary["dead_letters"] = len(dead)

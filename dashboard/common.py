@@ -95,7 +95,7 @@ def run_link(run: dict) -> str:
 
 def report_table(report: dict, prefix: str = "") -> pd.DataFrame:
     """A nested report (a curation's counts and rates) as two columns, `item` and `value`; nested keys joined
-    with ` › `, rates under 1 as percentages."""
+    with ` › `, rates and shares as percentages."""
     rows = []
     for k, v in report.items():
         name = f"{prefix}{k}".replace("_", " ")

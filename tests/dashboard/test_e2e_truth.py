@@ -74,7 +74,7 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             page.get_by_label("Concurrency").fill("4")
             page.get_by_role("button", name="Estimate cost").click()
             page.get_by_role("button", name="Start synthesis").wait_for(timeout=120_000)
-            assert "No price for model `fake-model`" in page.inner_text("body")
+            assert "No price for model fake-model" in page.inner_text("body")
             page.get_by_role("button", name="Start synthesis").click()
             page.get_by_text("it goes on if you leave this page").wait_for(timeout=120_000)
 
@@ -90,7 +90,7 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             fives = served["requests"] - served["ok"]
             assert fives > 0 and shown["Failed requests"] == str(fives)  # every 500 the server sent, counted
             assert shown["Requests"] == str(served["requests"])
-            assert re.search(rf"5xx \*?\*?{fives}", text) or f"5xx {fives}" in text
+            assert f"5xx {fives} (of {served['requests']} requests)" in text
             assert shown["Cost"] == "n/a" and "a budget cannot apply" in text
             assert "Requests / min" not in shown  # an ended run sends nothing
             chromium.close()
