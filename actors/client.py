@@ -178,9 +178,9 @@ class DocTune:
     def synth_progress(self, run_id: str) -> dict:
         """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
         minute, 429s, tokens, cost; `failures` (failed attempts by class: http_5xx, http_429, timeout, connection,
-        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `model`, `priced` (whether the model has a
-        price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError for an
-        unknown run."""
+        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `model`, `priced` (whether the
+        model has a price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError
+        for an unknown run."""
         progress = self.store.synth_progress(run_id)
         stored = {k: v for k, v in self.store.run(run_id)["config"].items() if k != "fingerprint"}
         try:

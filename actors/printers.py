@@ -116,8 +116,8 @@ def print_synth(s: dict) -> None:
     print(f"run {s['run_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     print(f"  units: {s['done']} done, {s['cached']} from cache, {s['failed']} dead letters, "
           f"{s['done_before']} done before; samples: {s['samples']}")
-    print(f"  requests: {s['requests']} ({s['http_429']} answered 429, {s.get('errors', 0)} failed and retried or given up); "
-          f"tokens {s['tokens_in']} in, "
+    print(f"  requests: {s['requests']} ({s['http_429']} answered 429, {s.get('errors', 0)} failed and retried or "
+          f"given up); tokens {s['tokens_in']} in, "
           f"{s['tokens_out']} out; cost ${s['cost_usd']:.4f}")
     if s.get("dataset"):
         print(f"  curated into dataset version {s['dataset']}")

@@ -83,7 +83,8 @@ class SynthesisStore(RunStore):
             "SELECT reason, count(*) FROM dead_letters WHERE run_id = ? AND NOT resolved GROUP BY reason "
             "ORDER BY reason", [run_id]).fetchall())
         return usage | {"run_id": run_id, "status": run["status"], "requests_last_minute": rpm,
-                        "failures": failures, "dead_reasons": dead_reasons, "retries": run["summary"].get("retries", []),
+                        "failures": failures, "dead_reasons": dead_reasons,
+                        "retries": run["summary"].get("retries", []),
                         "units_done": done + usage["dead_letters"], "units": run["summary"].get("units"),
                         "dataset": run["summary"].get("dataset"), "created_at": run["created_at"],
                         "finished_at": run["finished_at"], "error": run["error"]}

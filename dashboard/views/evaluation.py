@@ -89,8 +89,9 @@ def warnings(health: dict) -> None:
     counts = {side: d for side, d in degenerate.items() if d["degenerate"]}
     if any(d["dominates"] for d in degenerate.values()):
         worst = [f"{side} {d['degenerate']} of {d['n']}" for side, d in degenerate.items() if d["dominates"]]
-        st.warning("**Degenerate outputs dominate** (" + ", ".join(worst) + "): empty, non-text or looping answers. The "
-                 "metrics below compare noise, and a difference between base and tuned means nothing.", icon="⚠️")
+        st.warning("**Degenerate outputs dominate** (" + ", ".join(worst) + "): empty, non-text or looping answers. "
+                   "The metrics below compare noise, and a difference between base and tuned means nothing.",
+                   icon="⚠️")
     if counts:
         c = st.columns(len(counts))
         for col, (side, d) in zip(c, counts.items()):

@@ -208,7 +208,8 @@ def test_code_passes_runs_against_the_repository(tmp_path):
 
 @pytest.mark.parametrize("text, kind", [
     ("", "empty"), ("  \n\t", "empty"), (None, "empty"),
-    ("``````", "non_text"), ("\ufffd\ufffd\ufffd\ufffd", "non_text"), ("ab \ufffd\ufffd\ufffd\ufffd\ufffd\ufffd cd", "non_text"),
+    ("``````", "non_text"), ("\ufffd\ufffd\ufffd\ufffd", "non_text"),
+    ("ab \ufffd\ufffd\ufffd\ufffd\ufffd\ufffd cd", "non_text"),
     ("!!! ... ??? ;;; ((( )))", "non_text"),
     ("the berth the berth the berth the berth the berth the berth the berth", "repetition"),
     ("a" * 40, "repetition"),

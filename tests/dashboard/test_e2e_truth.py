@@ -81,13 +81,13 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             run = wait_for_run(home, "synth")
             assert run["status"] == "completed"
             served = llm.stats()
-            page.goto(f"{base}/synthesis?project=sample&run={run['run_id']}")
+            page.goto(f"{base}/synthesis?project=sample&run={run['id']}")
             settle(page)
             page.get_by_text("Failed attempts by class").wait_for(timeout=60_000)
             text = page.inner_text("body")
             page.screenshot(path=str(SHOTS / "truth-synthesis-500s.png"), full_page=True)
             shown = tiles(page)
-            fives = served["requests"] - served["ok"]
+            fives = served["http_500"]
             assert fives > 0 and shown["Failed requests"] == str(fives)  # every 500 the server sent, counted
             assert shown["Requests"] == str(served["requests"])
             assert f"5xx {fives} (of {served['requests']} requests)" in text
