@@ -108,7 +108,7 @@ def test_the_evaluation_page_shows_the_degenerate_output_banner_for_tiny(tmp_pat
     ok(run_cli("train", "--project", "sample", "--preset", "tiny", "--max-steps", "10", home=home, timeout=600))
     train_run = next(r for r in json.loads(ok(run_cli("runs", "--json", home=home)).stdout) if r["kind"] == "train")
     assert train_run["status"] == "completed"
-    ok(run_cli("eval", "--run", train_run["run_id"], "--limit", "8", "--max-new-tokens", "24", home=home,
+    ok(run_cli("eval", "--run", train_run["id"], "--limit", "8", "--max-new-tokens", "24", home=home,
                timeout=600))
     port = browser.free_port()
     base = f"http://127.0.0.1:{port}"
