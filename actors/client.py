@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from backend.config import check_project_name, resolve_home
+from backend.config_base import ConfigError
 from backend.curate_config import CurateConfig
+from backend.endpoint_config import EndpointConfig
 from backend.eval_config import EvalConfig
 from backend.export_config import ExportConfig
 from backend.ingest_config import IngestConfig
@@ -122,25 +124,72 @@ class DocTune:
         return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
                                on_progress=on_progress, curate_cfg=curate_cfg, wait=wait)
 
-    def retry_dead_letters(self, run_id: str, wait: bool = False) -> dict:
-        """Retry a synthesis run's dead letters under the run's own configuration.
-
-        Raises:
-            ValueError: not a synthesis run, or it has no dead letters.
-        """
-        from backend.synth_config import SynthConfig
-
+    def _synth_run_config(self, run_id: str) -> tuple[dict, SynthConfig]:
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":
             raise ValueError(f"no synthesis run '{run_id}' (see `doctune runs`)")
         stored = {k: v for k, v in run["config"].items() if k != "fingerprint"}
-        cfg = SynthConfig.from_dict(stored, f"run {run_id}")
-        return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
+        return run, SynthConfig.from_dict(stored, f"run {run_id}")
+
+    def retry_plan(self, run_id: str) -> dict:
+        """What `retry_dead_letters(run_id)` would do, before it does it: `dead_letters` (how many), `reasons`
+        (reason → count), `generator`, and `futile` (those the same generator will fail again: the offline
+        heuristic's `no_samples`, which only an LLM generator covers, `retry_dead_letters(..., endpoint=...)`)."""
+        run, cfg = self._synth_run_config(run_id)
+        dead = self.store.dead_letters(run["project"], run_id)
+        reasons: dict[str, int] = {}
+        for d in dead:
+            reasons[d["reason"]] = reasons.get(d["reason"], 0) + 1
+        futile = reasons.get("no_samples", 0) if cfg.generator == "heuristic" else 0
+        return {"run_id": run_id, "dead_letters": len(dead), "reasons": dict(sorted(reasons.items())),
+                "generator": cfg.model_name(), "futile": futile}
+
+    def retry_dead_letters(self, run_id: str, wait: bool = False, endpoint: EndpointConfig | None = None) -> dict:
+        """Retry a synthesis run's dead letters under the run's own configuration; its finish time and figures
+        stand, the retry is added to its summary's `retries`. With `endpoint`, a new run asks that LLM endpoint
+        for the same units instead (the offline heuristic's `no_samples` fail again under the heuristic), and
+        each dead letter it covers is resolved.
+
+        Raises:
+            ValueError: not a synthesis run, or it has no dead letters.
+        """
+        run, cfg = self._synth_run_config(run_id)
+        if endpoint is None:
+            return self.synth(run["project"], cfg, retry_failed=True, wait=wait)
+        llm = replace(cfg, generator="openai", endpoint=endpoint)
+        from actors.synth_run import start_synth_run
+
+        return start_synth_run(self, run["project"], llm, retry_failed=False, new_run=True, dry_run=False,
+                               wait=wait, covers=run_id)
+
+    def resume_synth(self, run_id: str, wait: bool = False) -> dict:
+        """Go on with a cancelled, failed, interrupted or budget-stopped synthesis run where it stopped.
+
+        Raises:
+            ValueError: not a synthesis run, or one that is not the unfinished run of its configuration.
+        """
+        run, cfg = self._synth_run_config(run_id)
+        plan = self.synth(run["project"], cfg, dry_run=True)
+        if plan["run_id"] != run_id:
+            raise ValueError(f"run {run_id} cannot be resumed: it is {run['status']}, and "
+                             f"{plan['run_id'] or 'a new run'} is the one its settings would go on with")
+        return self.synth(run["project"], cfg, wait=wait)
 
     def synth_progress(self, run_id: str) -> dict:
         """A synthesis run's live figures: units done of planned, samples, failures, requests in the last
-        minute, 429s, tokens, cost. Raises KeyError for an unknown run."""
-        return self.store.synth_progress(run_id)
+        minute, 429s, tokens, cost; `failures` (failed attempts by class: http_5xx, http_429, timeout, connection,
+        parse_error, ...) and `dead_reasons` (dead letters by reason); `generator`, `model`, `priced` (whether the
+        model has a price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError
+        for an unknown run."""
+        progress = self.store.synth_progress(run_id)
+        stored = {k: v for k, v in self.store.run(run_id)["config"].items() if k != "fingerprint"}
+        try:
+            cfg = SynthConfig.from_dict(stored, f"run {run_id}")
+        except ConfigError:  # a run stored by an older version: its figures stand, its price is unknown
+            return progress | {"generator": stored.get("generator"), "model": stored.get("model"), "priced": False,
+                               "budget_usd": None}
+        return progress | {"generator": cfg.generator, "model": cfg.model_name(), "budget_usd": cfg.max_cost_usd,
+                           "priced": cfg.price() is not None}
 
     def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:
         return self.store.dead_letters(project, run_id)
@@ -416,6 +465,22 @@ class DocTune:
         rows = self.store.eval_results(eval_run, "probe")
         return {"summary": knowledge_summary(rows), "examples": wrong_then_right(rows, examples)}
 
+    def eval_health(self, eval_run: str, eval_set: str) -> dict:
+        """What could make an evaluation's numbers mislead: `degenerate` (per side, `backend.evaluate.
+        degenerate_summary` of the set's outputs), `base_model` (the adapter's base) and `random_weights` (a base
+        with random weights, such as `tiny`, whose outputs are noise by construction). Raises KeyError for an
+        unknown run."""
+        from backend.base_models import TINY
+        from backend.evaluate import degenerate_summary
+
+        run = self.store.run(eval_run)
+        if run is None:
+            raise KeyError(eval_run)
+        adapter = self.store.run(run["summary"].get("adapter_run") or run["config"].get("adapter_run") or "")
+        base = ((adapter or {}).get("config", {}).get("train", {}).get("model") or {}).get("name_or_path")
+        return {"degenerate": degenerate_summary(self.store.eval_results(eval_run, eval_set)), "base_model": base,
+                "random_weights": base == TINY}
+
     def identifiers(self, project: str, kind: str | None = None, search: str | None = None,
                     limit: int = 200) -> dict:
         """The repository's names that the grounded metrics look up: `counts` by kind and one page of `rows`
@@ -433,8 +498,14 @@ class DocTune:
     def eval_view(self, eval_run: str, eval_set: str = "test", *, task: str | None = None, flip: str | None = None,
                   limit: int = 50, offset: int = 0) -> dict:
         """One page of an evaluation's side-by-side rows, filtered by task and by flips of ROUGE-L
-        (`improved` / `regressed`), with the judge's win/tie/loss counts for the set."""
-        return self.store.eval_view(eval_run, eval_set, task=task, flip=flip, limit=limit, offset=offset)
+        (`improved` / `regressed`), with the judge's win/tie/loss counts for the set; each row's `degenerate` says
+        per side which kind of degenerate output it is (`backend.evaluate.degenerate_kind`; None: a real answer)."""
+        from backend.evaluate import degenerate_kind
+
+        view = self.store.eval_view(eval_run, eval_set, task=task, flip=flip, limit=limit, offset=offset)
+        for r in view["rows"]:
+            r["degenerate"] = {side: degenerate_kind(r[f"{side}_output"]) for side in ("base", "tuned")}
+        return view
 
     def comparison_matrix(self, adapter_runs: list[str], eval_set: str = "test") -> dict:
         """Base and several adapters on one frozen eval set, each metric's mean per model."""

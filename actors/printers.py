@@ -49,7 +49,9 @@ def progress_bar(stage: str, quiet: bool) -> Iterator[Callable[[dict], None]]:
             if bar is None:
                 bar = tqdm(total=max(0, p["units"] - p["skipped"]), unit="req", desc=stage, file=sys.stderr)
             bar.n = p["done"] + p["failed"]
-            bar.set_postfix(done=p["done"], failed=p["failed"], rpm=p["rpm"], r429=p["http_429"],
+            # failed attempts (5xx, timeouts, unparseable answers; most retried) apart from dead letters (units
+            # that kept failing): a run retrying its way through 500s has no dead letter
+            bar.set_postfix(done=p["done"], errors=p["errors"], dead=p["failed"], rpm=p["rpm"], r429=p["http_429"],
                             tokens=p["tokens_in"] + p["tokens_out"], cost=f"${p['cost_usd']:.4f}", refresh=False)
         else:
             if bar is None:
@@ -114,7 +116,8 @@ def print_synth(s: dict) -> None:
     print(f"run {s['run_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     print(f"  units: {s['done']} done, {s['cached']} from cache, {s['failed']} dead letters, "
           f"{s['done_before']} done before; samples: {s['samples']}")
-    print(f"  requests: {s['requests']} ({s['http_429']} answered 429); tokens {s['tokens_in']} in, "
+    print(f"  requests: {s['requests']} ({s['http_429']} answered 429, {s.get('errors', 0)} failed and retried or "
+          f"given up); tokens {s['tokens_in']} in, "
           f"{s['tokens_out']} out; cost ${s['cost_usd']:.4f}")
     if s.get("dataset"):
         print(f"  curated into dataset version {s['dataset']}")

@@ -200,8 +200,9 @@ class StoreClient:
     def set_run_status(self, run_id: str, status: str) -> None:
         return self._get(self.actor.set_run_status.remote(run_id, status))
 
-    def finish_run(self, run_id: str, status: str, summary: dict, error: str | None = None) -> None:
-        return self._get(self.actor.finish_run.remote(run_id, status, summary, error))
+    def finish_run(self, run_id: str, status: str, summary: dict, error: str | None = None,
+                   keep_finished_at: bool = False) -> None:
+        return self._get(self.actor.finish_run.remote(run_id, status, summary, error, keep_finished_at))
 
     def find_run(self, project: str, kind: str, fingerprint: str, unfinished_only: bool = True) -> str | None:
         return self._get(self.actor.find_run.remote(project, kind, fingerprint, unfinished_only))

@@ -39,16 +39,22 @@ class SynthRun:
     Args:
         plan: what the caller planned (units, done before, estimate): the start of the run's summary.
         curate_cfg: how the samples are curated into a dataset version at the end (None: the defaults).
+        only: the chunks whose units to run, all others left out (None: every unit planned).
+        covers: a run whose dead letters of those chunks this run takes over (another generator's run, whose task
+            draw may differ): each one whose chunk this run makes samples for is resolved there.
     """
 
     def __init__(self, home: str, run_id: str, project: str, cfg: dict, key: Secret, retry_failed: bool,
-                 plan: dict, curate_cfg=None):
+                 plan: dict, curate_cfg=None, only: list[str] | None = None, covers: str | None = None):
         self.store = StoreClient(Path(home))
         self.plan, self.curate_cfg = plan, curate_cfg
         self.run_id, self.project = run_id, project
         self.cfg = SynthConfig.from_dict(cfg)
         self.key = key
         self.retry_failed = retry_failed
+        self.only = only
+        self.covers = covers
+        self.started = time.time()
         self.counts = {"units": 0, "done": 0, "cached": 0, "skipped": 0, "failed": 0, "samples": 0,
                        "requests": 0, "http_429": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0,
                        "cost_usd": 0.0}
@@ -83,21 +89,24 @@ class SynthRun:
         """The run's summary for its caller; its samples curated into a dataset version where it made any."""
         final = await self.progress()
         summary = {**self.plan, "run_id": self.run_id, **{k: final[k] for k in (
-            "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "tokens_in",
+            "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "errors", "tokens_in",
             "tokens_out", "cost_usd")}}
         dead = await self.store.actor.dead_letters.remote(self.project, self.run_id)
         summary["dead_letters"] = len(dead)
         summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
         usage = await self.store.actor.run_usage.remote(self.run_id)
+        extra = {}
+        if self.covers is not None:
+            extra["covered"] = await self.store.actor.resolve_covered_dead_letters.remote(self.covers, self.run_id)
         if self.status in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED} and usage["samples"]:
             # curation waits on the store and on its own tasks: on a thread, so `progress` still answers
-            summary["dataset"] = await asyncio.to_thread(
-                curate_runs, self.store, self.project, [self.run_id], self.curate_cfg,
-                operation="retry" if self.retry_failed else "synthesis")
-            # on the run too, so a page that did not wait for it can show where its samples went
+            retry = self.retry_failed or self.covers is not None
+            extra["dataset"] = await asyncio.to_thread(curate_runs, self.store, self.project, [self.run_id],
+                                                       self.curate_cfg, operation="retry" if retry else "synthesis")
+        if extra:  # on the run too, so a page that did not wait for it can show where its samples went
             run = await self.store.actor.run.remote(self.run_id)
-            await self.store.actor.update_run.remote(self.run_id,
-                                                     summary=run["summary"] | {"dataset": summary["dataset"]})
+            await self.store.actor.update_run.remote(self.run_id, summary=run["summary"] | extra)
+        summary |= extra
         return summary
 
     async def _main(self) -> None:
@@ -116,15 +125,25 @@ class SynthRun:
             try:
                 await self._writer_drain()
                 usage = await self.store.actor.run_usage.remote(self.run_id)
-                summary = dict(self.counts, **{k: usage[k] for k in ("samples", "dead_letters", "cost_usd")})
-                await self.store.actor.finish_run.remote(self.run_id, self.status, summary, self.error)
+                totals = {k: usage[k] for k in ("samples", "dead_letters", "cost_usd")}
+                if self.retry_failed:  # the run's own figures and finish time stand; the retry is added to them
+                    before = (await self.store.actor.run.remote(self.run_id))["summary"]
+                    retry = {"started": self.started, "finished": time.time(), "status": str(self.status),
+                             **{k: self.counts[k] for k in ("done", "failed", "samples", "requests")},
+                             "units": self.counts["units"] - self.counts["skipped"]}
+                    summary = {k: v for k, v in before.items() if k != "retrying"} | totals | {
+                        "retries": before.get("retries", []) + [retry]}
+                else:
+                    summary = dict(self.counts, **totals)
+                await self.store.actor.finish_run.remote(self.run_id, self.status, summary, self.error,
+                                                         self.retry_failed)
             except Exception as exc:  # the store is gone too: nothing more to record
                 self.error = self.error or f"could not record the end of the run: {exc}"
 
     async def _run(self) -> None:
         cfg = self.cfg
         chunks = (await self.store.actor.chunks.remote(self.project)).to_pylist()
-        units = plan_units(chunks, cfg, self.project)
+        units = _only(plan_units(chunks, cfg, self.project), self.only)
         finished = await self.store.actor.finished_units.remote(self.run_id)
         if self.retry_failed:
             todo = [u for u in units if finished.get(u.cache_key) == "dead"]
@@ -236,11 +255,12 @@ class SynthRun:
 
 
 def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: bool, new_run: bool, dry_run: bool,
-                    on_progress=None, curate_cfg=None, wait: bool = True) -> dict:
+                    on_progress=None, curate_cfg=None, wait: bool = True, covers: str | None = None) -> dict:
     """The caller's side of a run: plan, estimate, create or resume the run, start its actor and watch it.
 
     Without `wait`, returns once the actor is started: the run (and its curation) outlives the page or command
-    that started it."""
+    that started it. With `covers` (a run id), a new run of only that run's dead letters' chunks, under `cfg`'s
+    generator: the offline generator's `no_samples` handed to an LLM."""
     cfg.validate()
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
@@ -255,7 +275,13 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
             raise ValueError(f"no dead letters to retry for project '{project}' under this configuration")
     else:
         run_id = None if new_run else store.find_run(project, "synth", fingerprint)
-    units = plan_units(chunks, cfg, project)
+    only = None
+    if covers is not None:
+        only = sorted({d["chunk_id"] for d in store.dead_letters(project, covers)})
+        if not only:
+            raise ValueError(f"run {covers} has no dead letters to hand over")
+        run_id = None
+    units = _only(plan_units(chunks, cfg, project), only)
     finished = store.finished_units(run_id) if run_id else {}
     todo = [u for u in units if (finished.get(u.cache_key) == "dead" if retry_failed else u.cache_key not in finished)]
     cached = store.cached_responses([u.cache_key for u in todo])
@@ -273,15 +299,29 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
         store.create_run(run_id, "synth", project, config)
     else:
         runs.ensure_not_running(run_id)
-        store.set_run_status(run_id, RunStatus.RUNNING)
-    # the plan, for live progress (the run's final summary replaces it)
-    store.update_run(run_id, summary={"units": len(units), "todo": len(todo), "estimate": estimate})
+    if retry_failed:  # the finished run keeps its figures and its finish time; the retry is noted beside them
+        before = store.run(run_id)["summary"]
+        store.update_run(run_id, status=RunStatus.RUNNING, summary=before | {"retrying": len(todo)})
+    else:
+        if plan["resuming"]:
+            store.set_run_status(run_id, RunStatus.RUNNING)
+        # the plan, for live progress (the run's final summary replaces it)
+        store.update_run(run_id, summary={"units": len(units), "todo": len(todo), "estimate": estimate}
+                         | ({"covers": covers} if covers else {}))
     plan["run_id"] = run_id
     handle = runs.launch(SynthRun, run_id, str(client.home), run_id, project, cfg.to_dict(), Secret(api_key()),
-                         retry_failed, plan, curate_cfg, max_concurrency=64)
+                         retry_failed, plan, curate_cfg, only, covers, max_concurrency=64)
     if not wait:
         return {**plan, "status": RunStatus.RUNNING.value, "detached": True}
     return runs.watch(handle, on_progress, poll_s=0.5)
+
+
+def _only(units: list[Unit], only: list[str] | None) -> list[Unit]:
+    """The units of the chunks in `only` (None: all of them)."""
+    if only is None:
+        return units
+    keep = set(only)
+    return [u for u in units if u.chunk_id in keep]
 
 
 def _is_local(url: str) -> bool:

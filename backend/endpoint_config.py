@@ -15,6 +15,21 @@ PRICES_FILE = REPO_ROOT / "data" / "prices.yaml"
 # Environment variables that may hold the endpoint's key, in the order they are tried.
 KEY_VARIABLES = ("DOCTUNE_API_KEY", "DEEPSEEK_API_KEY", "OPENAI_API_KEY")
 
+FAILURE_CLASSES = {
+    "http_5xx": ("5xx", "the server failed (HTTP 500–599); retried with backoff"),
+    "http_429": ("429", "rate limited (HTTP 429); waited out, not counted against the attempts"),
+    "timeout": ("timeouts", "no answer within the request timeout; retried"),
+    "connection": ("connection", "the endpoint could not be reached; retried"),
+    "parse_error": ("unparseable", "an answer arrived (and was paid for) but held no usable samples; asked again"),
+    "http_4xx": ("4xx", "the endpoint refused the request itself (HTTP 4xx); not repeated"),
+    "json_mode_refused": ("no JSON mode", "the endpoint has no JSON mode; asked again in words"),
+    "error": ("other", "an error of no known class; retried"),
+    "no_samples": ("no samples", "the offline heuristic found nothing to derive from the chunk; retrying with it "
+                                 "fails again, an LLM generator covers it"),
+}
+"""A failed attempt's class (its status in the request log, `backend.llm_request.classify`) or a dead letter's
+reason: (short label, what it means and what was done about it)."""
+
 
 @dataclass
 class EndpointConfig(Config):

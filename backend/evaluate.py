@@ -12,6 +12,8 @@ reproducible from what was stored.
   most of the prompt-to-prompt variance that two independent means would carry.
 - LLM-judge comparisons: `combine_pairwise` turns two judgements with swapped positions into one
   outcome, `win_rate` summarizes the outcomes.
+- `degenerate_kind` / `degenerate_summary`: empty, non-text and looping outputs, counted per side, so a page
+  can say when a metric compares noise.
 - `load_retention_set`: general Python prompts unrelated to any tuned repository, to check that
   tuning on one library did not cost the model its general coding ability.
 """
@@ -378,3 +380,44 @@ def wrong_then_right(rows: list[dict], k: int = 3) -> list[dict]:
               and not right(r["base_scores"] or {}, r.get("fact"))]
     gain = lambda r: ((r["tuned_scores"] or {}).get("rouge_l") or 0) - ((r["base_scores"] or {}).get("rouge_l") or 0)
     return sorted(picked, key=lambda r: (-gain(r), r["sample_id"]))[:k]
+
+
+DEGENERATE_KINDS = ("empty", "non_text", "repetition")
+"""Why an output is degenerate: nothing in it, no words in it (replacement characters, mostly punctuation or
+backticks), or a loop (the same few words over and over). A metric computed on such outputs compares noise."""
+DEGENERATE_DOMINATES = 0.5
+"""A side whose share of degenerate outputs reaches this says nothing about what its model knows."""
+
+
+def degenerate_kind(text: str | None) -> str | None:
+    """Which of `DEGENERATE_KINDS` an output is, or None for an answer in words or code."""
+    body = (text or "").strip()
+    if not body:
+        return "empty"
+    visible = [c for c in body if not c.isspace()]
+    wordy = sum(c.isalnum() and c != "\ufffd" for c in visible)
+    # a random model's bytes decode to U+FFFD; a fenced answer of only backticks has no alphanumerics at all
+    if body.count("\ufffd") / len(visible) > 0.1 or wordy / len(visible) < 0.3:
+        return "non_text"
+    tokens = _tokens(body)
+    if len(tokens) >= 12:
+        trigrams = list(zip(tokens, tokens[1:], tokens[2:]))
+        if len(set(trigrams)) / len(trigrams) < 0.3:  # prose and code repeat far fewer of their trigrams
+            return "repetition"
+    elif len(visible) >= 20 and len(set(visible)) <= 2:  # one long token of one or two characters: "aaaa…"
+        return "repetition"
+    return None
+
+
+def degenerate_summary(rows: list[dict]) -> dict:
+    """Per side (`base`, `tuned`), how many of `rows`' outputs are degenerate, by kind: `n`, one count per kind,
+    `degenerate` (their sum), `share` (of n) and `dominates` (share ≥ `DEGENERATE_DOMINATES`)."""
+    out = {}
+    for side in ("base", "tuned"):
+        kinds = [degenerate_kind(r.get(f"{side}_output")) for r in rows]
+        counts = {k: kinds.count(k) for k in DEGENERATE_KINDS}
+        bad = sum(counts.values())
+        share = bad / len(rows) if rows else 0.0
+        out[side] = {"n": len(rows), **counts, "degenerate": bad, "share": share,
+                     "dominates": bool(rows) and share >= DEGENERATE_DOMINATES}
+    return out

@@ -25,8 +25,7 @@ whose median is `median`. Caches: Streamlit's st.cache_data lives in the server 
 use is `_profile` in dashboard/views/dataset.py (the dataset profile, ttl 30 s), so the dataset page's first
 visit computes the profile (cache miss) and a repeat within 30 s of that reuses it (hit); each dataset
 visit's status (miss / hit / unknown, from the visits' start and end times) is printed and stored. The
-overview is visited at `/` (its page is the default one, whose url_path Streamlit ignores: `/overview` shows
-"Page not found" and then runs the default page anyway).
+overview is visited at `/` (the default page; `/overview` shows the same page through its hidden twin).
 
 Target (issue 6): each page's large median at most 2.0x its small median; reported PASS/MISS, never asserted.
 The first-visit ratio is printed too. Every dashboard process group is terminated and every home's Ray

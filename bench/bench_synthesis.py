@@ -228,7 +228,7 @@ def main() -> None:
             if doc["at_429"]:
                 print(f"doctune 429s arrived at (s after the first request): {doc['at_429'][:24]}"
                       f"{' ...' if len(doc['at_429']) > 24 else ''}")
-            if s["status"] != "succeeded":
+            if s["status"] != "completed":
                 print(f"warning: DocTune run ended '{s['status']}': {s.get('error')}")
 
             naive = run_naive(units, args)

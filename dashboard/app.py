@@ -14,8 +14,11 @@ take_handed_key()  # the key `doctune dashboard` handed over on a pipe, if any (
 
 st.set_page_config(page_title="DocTune", page_icon=":material/build:", layout="wide")
 require_login()
+# The default page is served at the root only; the hidden twin answers `/overview` (links, bookmarks, the other
+# pages' own names) instead of "Page not found". Each needs its own url_path: Streamlit keys pages by it.
 page = st.navigation([
-    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/home:", url_path="overview", default=True),
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/home:", url_path="home", default=True),
+    st.Page(VIEWS / "overview.py", title="Overview", icon=":material/home:", url_path="overview", visibility="hidden"),
     st.Page(VIEWS / "dataset.py", title="Corpus & dataset", icon=":material/library_books:", url_path="dataset"),
     st.Page(VIEWS / "synthesis.py", title="Synthesis", icon=":material/science:", url_path="synthesis"),
     st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:", url_path="training"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 
+import pandas as pd
 import streamlit as st
 
 from actors.client import ACTIVE as LIVE  # noqa: F401 (queued or running; the pages import it from here)
@@ -52,6 +53,11 @@ def project_picker(key: str = "project") -> str | None:
         st.info("No project yet. Ingest a repository first: `doctune ingest PATH --project NAME` "
                 "(or `doctune demo` for the bundled sample).")
         return None
+    # a link from another page (`?project=P&run=R`, the Overview's rows) names the project to open
+    linked = st.query_params.get("project")
+    if linked in projects and st.session_state.get("linked-project") != linked:
+        st.session_state["linked-project"] = st.session_state["project"] = linked
+        st.session_state.pop(f"{key}-select", None)
     chosen = st.session_state.get("project")
     index = projects.index(chosen) if chosen in projects else 0
     project = st.sidebar.selectbox("Project", projects, index=index, key=f"{key}-select")
@@ -61,11 +67,13 @@ def project_picker(key: str = "project") -> str | None:
 
 def run_picker(runs: list[dict], state_key: str, key: str | None = None) -> dict:
     """A selectbox of runs (newest first) showing each one's status; the run last started from this page
-    (its id in `st.session_state[state_key]`) is preselected. With a widget `key`, the choice survives a change
-    of status in the labels (a refreshing panel). Returns the chosen run."""
+    (its id in `st.session_state[state_key]`) is preselected, unless a link names another (`?run=ID`; a page
+    that starts a run drops the link's). With a widget `key`, the choice survives a change of status in the labels
+    (a refreshing panel). Returns the chosen run."""
     ids = [r["run_id"] for r in runs]
     status = {r["run_id"]: r["status"] for r in runs}
-    chosen = st.session_state.get(state_key)
+    linked = st.query_params.get("run")
+    chosen = linked if linked in ids else st.session_state.get(state_key)
     run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key=key,
                           format_func=lambda i: f"{i} ({status_label(status[i])})")
     return runs[ids.index(run_id)]
@@ -74,6 +82,31 @@ def run_picker(runs: list[dict], state_key: str, key: str | None = None) -> dict
 def status_label(status: str) -> str:
     """A run's status as shown; `interrupted` says what to do about it."""
     return "interrupted (rerun to resume)" if status == "interrupted" else status
+
+
+RUN_PAGES = {"synth": "synthesis", "train": "training", "eval": "evaluation", "merge": "training",
+             "ingest": "dataset", "curate": "dataset"}
+"""The page that shows a run of each kind (links from the Overview open it there, with the run chosen)."""
+
+
+def run_link(run: dict) -> str:
+    """A relative link to the page of `run` with its project and itself chosen."""
+    return f"/{RUN_PAGES.get(run['kind'], 'home')}?project={run['project'] or ''}&run={run['run_id']}"
+
+
+def report_table(report: dict, prefix: str = "") -> pd.DataFrame:
+    """A nested report (a curation's counts and rates) as two columns, `item` and `value`; nested keys joined
+    with ` › `, rates and shares as percentages."""
+    rows = []
+    for k, v in report.items():
+        name = f"{prefix}{k}".replace("_", " ")
+        if isinstance(v, dict):
+            rows += report_table(v, f"{name} › ").to_dict("records")
+        elif isinstance(v, float) and ("rate" in k or "share" in k):
+            rows.append({"item": name, "value": f"{v:.1%}"})
+        else:
+            rows.append({"item": name, "value": ", ".join(map(str, v)) if isinstance(v, list) else str(v)})
+    return pd.DataFrame(rows, columns=["item", "value"])
 
 
 def fmt_ts(ts) -> str:

@@ -33,10 +33,14 @@ class RunStore(StoreCore):
     def set_run_status(self, run_id: str, status: str) -> None:
         self.con.execute("UPDATE runs SET status = ?, finished_at = NULL WHERE run_id = ?", [status, run_id])
 
-    def finish_run(self, run_id: str, status: str, summary: dict, error: str | None = None) -> None:
+    def finish_run(self, run_id: str, status: str, summary: dict, error: str | None = None,
+                   keep_finished_at: bool = False) -> None:
+        """End a run; `keep_finished_at`: a retry of a finished run's dead letters, which must not move the time
+        the run itself finished (its own time goes into the summary's `retries`)."""
         self.con.execute(
-            "UPDATE runs SET status = ?, summary = ?, error = ?, finished_at = ? WHERE run_id = ?",
-            [status, json.dumps(summary), error, utc_now(), run_id],
+            "UPDATE runs SET status = ?, summary = ?, error = ?, "
+            "finished_at = CASE WHEN ? AND finished_at IS NOT NULL THEN finished_at ELSE ? END WHERE run_id = ?",
+            [status, json.dumps(summary), error, keep_finished_at, utc_now(), run_id],
         )
 
     def find_run(self, project: str, kind: str, fingerprint: str, unfinished_only: bool = True) -> str | None:

@@ -74,10 +74,34 @@ class SynthesisStore(RunStore):
                                [run_id, utc_now()]).fetchone()[0]
         done = self.con.execute("SELECT count(DISTINCT cache_key) FROM samples WHERE run_id = ?",
                                 [run_id]).fetchone()[0]
+        # failed attempts by class (llm_request.classify's statuses, parse_error for an unusable answer): a run
+        # that retried its way through 5xx answers has no dead letter, yet half its requests failed
+        failures = dict(self.con.execute(
+            "SELECT status, count(*) FROM api_requests WHERE run_id = ? AND status NOT LIKE 'ok%' GROUP BY status "
+            "ORDER BY status", [run_id]).fetchall())
+        dead_reasons = dict(self.con.execute(
+            "SELECT reason, count(*) FROM dead_letters WHERE run_id = ? AND NOT resolved GROUP BY reason "
+            "ORDER BY reason", [run_id]).fetchall())
         return usage | {"run_id": run_id, "status": run["status"], "requests_last_minute": rpm,
+                        "failures": failures, "dead_reasons": dead_reasons,
+                        "retries": run["summary"].get("retries", []),
                         "units_done": done + usage["dead_letters"], "units": run["summary"].get("units"),
                         "dataset": run["summary"].get("dataset"), "created_at": run["created_at"],
                         "finished_at": run["finished_at"], "error": run["error"]}
+
+    def resolve_covered_dead_letters(self, run_id: str, by_run: str) -> int:
+        """Resolve `run_id`'s dead letters whose chunk `by_run` (a run of another generator, whose task draw may
+        differ) made samples for; returns how many."""
+        with self.transaction():
+            covered = self.con.execute(
+                """SELECT count(*) FROM dead_letters d WHERE d.run_id = ? AND NOT d.resolved AND EXISTS (
+                       SELECT 1 FROM samples s WHERE s.run_id = ? AND s.chunk_id = d.chunk_id)""",
+                [run_id, by_run]).fetchone()[0]
+            self.con.execute(
+                """UPDATE dead_letters d SET resolved = true WHERE d.run_id = ? AND NOT d.resolved AND EXISTS (
+                       SELECT 1 FROM samples s WHERE s.run_id = ? AND s.chunk_id = d.chunk_id)""",
+                [run_id, by_run])
+        return covered
 
     def requests(self, run_id: str) -> list[dict]:
         """The run's request log, oldest first."""
@@ -85,10 +109,15 @@ class SynthesisStore(RunStore):
 
     def dead_letters(self, project: str | None = None, run_id: str | None = None,
                      unresolved_only: bool = True) -> list[dict]:
+        """Dead letters, oldest first, each with its chunk's `path` and line range (`start_line`, `end_line`; None
+        for a chunk since re-ingested away), so a person can open what failed."""
         return self._dicts(
-            """SELECT d.* FROM dead_letters d JOIN runs r USING (run_id)
+            """SELECT d.*, c.path, c.start_line, c.end_line FROM dead_letters d JOIN runs r USING (run_id)
+               LEFT JOIN (SELECT chunk_id, project, any_value(path) AS path, min(start_line) AS start_line,
+                                 max(end_line) AS end_line FROM chunks GROUP BY chunk_id, project) c
+                      ON c.chunk_id = d.chunk_id AND c.project = r.project
                WHERE (? IS NULL OR r.project = ?) AND (? IS NULL OR d.run_id = ?) AND (NOT ? OR NOT d.resolved)
-               ORDER BY d.created_at""", [project, project, run_id, run_id, unresolved_only])
+               ORDER BY d.created_at, d.cache_key""", [project, project, run_id, run_id, unresolved_only])
 
     def samples(self, run_ids: list[str]) -> list[dict]:
         rows = self._dicts("SELECT * EXCLUDE (created_at) FROM samples WHERE list_contains(?, run_id) "

@@ -5,7 +5,7 @@ multi-turn sample is edited turn by turn. The review goes through the same clien
 import pandas as pd
 import streamlit as st
 
-from dashboard.common import bar, client, failures_shown, project_picker, version_picker
+from dashboard.common import bar, client, failures_shown, project_picker, report_table, version_picker
 
 PAGE_SIZE = 25
 
@@ -103,7 +103,7 @@ def dataset(project: str) -> None:
     right.plotly_chart(bar(profile["splits"], "split", "samples", "Split sizes"), key="splits")
     if cur:
         with st.expander("Curation report"):
-            st.json(cur)
+            st.dataframe(report_table(cur), hide_index=True)
     browser(project, version, profile)
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from backend.eval_config import SET_MEANING, SIDES
-from dashboard.common import client, failures_shown, project_picker, status_label
+from dashboard.common import LIVE, client, failures_shown, project_picker, status_label
 
 st.title("Evaluation")
 dt = client()
@@ -53,8 +53,9 @@ def evaluation(project: str) -> None:
     order = [s for s in (summary.get("split", "test"), "probe", "retention") if s in view["eval_sets"]]
     order += [s for s in view["eval_sets"] if s not in order]
     eval_set = st.radio("Set", order, horizontal=True, format_func=lambda s: {"probe": "probe (knowledge)"}.get(s, s))
-    st.caption(f"**{eval_set}**: {SET_MEANING.get(eval_set, 'a held-out split')} **Base** is {SIDES['base']}; "
-               f"**tuned** is {SIDES['tuned']}.")
+    glossary(eval_set)
+    health = dt.eval_health(run_id, eval_set)
+    warnings(health)
     stats = summary.get(eval_set) or {}
     if eval_set == "probe":
         learned(run_id)
@@ -65,17 +66,57 @@ def evaluation(project: str) -> None:
         if flips:
             st.caption(f"ROUGE-L flips (moved by more than 0.05): {flips.get('improved', 0)} improved, "
                        f"{flips.get('regressed', 0)} regressed, of {stats.get('n')}")
-    judge = summary.get("judge") or {}
+    judge_status(summary.get("judge") or {}, eval_set, run["status"])
+    side_by_side(run_id, eval_set)
+
+
+def glossary(eval_set: str) -> None:
+    """One sentence for each word the numbers below depend on; the chosen set's first."""
+    st.caption(f"**{eval_set}**: {SET_MEANING.get(eval_set, 'a held-out split')}")
+    with st.expander("What base, tuned and each set mean"):
+        st.markdown("\n".join([f"- **base**: {SIDES['base']}.", f"- **tuned**: {SIDES['tuned']}."]
+                               + [f"- **{name}**: {meaning}" for name, meaning in SET_MEANING.items()
+                                  if name != "val"]))
+
+
+def warnings(health: dict) -> None:
+    """Say what would make the table below mislead, before it: noise outputs, a base with random weights."""
+    if health["random_weights"]:
+        st.warning(f"The base model `{health['base_model']}` has random weights: it exists to test the plumbing, "
+                   "so its outputs (and the tuned ones, a small adapter on top) are noise, and no score here says "
+                   "what a model learned. Train on a real base (the `smol` preset on a CPU) for that.")
+    degenerate = health["degenerate"]
+    counts = {side: d for side, d in degenerate.items() if d["degenerate"]}
+    if any(d["dominates"] for d in degenerate.values()):
+        worst = [f"{side} {d['degenerate']} of {d['n']}" for side, d in degenerate.items() if d["dominates"]]
+        st.warning("**Degenerate outputs dominate** (" + ", ".join(worst) + "): empty, non-text or looping answers. "
+                   "The metrics below compare noise, and a difference between base and tuned means nothing.",
+                   icon="⚠️")
+    if counts:
+        c = st.columns(len(counts))
+        for col, (side, d) in zip(c, counts.items()):
+            col.metric(f"Degenerate outputs ({side})", f"{d['degenerate']} of {d['n']}",
+                       help="empty: nothing at all; non-text: replacement characters, backticks or punctuation "
+                            "without words; repetition: the same few words over and over")
+            col.caption(f"{d['empty']} empty · {d['non_text']} non-text · {d['repetition']} repetition")
+
+
+def judge_status(judge: dict, eval_set: str, status: str) -> None:
+    """The pairwise judge: its verdicts, or why there are none."""
     verdicts = (judge.get("sets") or {}).get(eval_set)
     if verdicts:
         st.plotly_chart(judge_bars(verdicts), key="judge")
         if verdicts.get("win_rate") is not None:
             lo, hi = verdicts.get("ci") or (None, None)
-            st.caption(f"Win rate {verdicts['win_rate']:.2f} (ties count half), 95% CI [{lo:.2f}, {hi:.2f}], "
-                       f"judged by {judge.get('model')} in both orders")
+            st.caption(f"Judge ran: win rate {verdicts['win_rate']:.2f} (ties count half), 95% CI [{lo:.2f}, "
+                       f"{hi:.2f}], judged by {judge.get('model')} in both orders")
     elif judge.get("skipped"):
-        st.caption(f"Not judged: {judge['skipped']}")
-    side_by_side(run_id, eval_set)
+        st.info(f"Judge skipped: {judge['skipped']}")
+    elif judge.get("sets") is not None:
+        st.info(f"Judge ran ({judge.get('model')}) but judged nothing in this set.")
+    else:
+        st.info("Judge: not run" + (" yet (the evaluation is still going)." if status in LIVE else
+                                    " (this evaluation ended before it)."))
 
 
 def learned(run_id: str) -> None:
@@ -131,21 +172,43 @@ def side_by_side(run_id: str, eval_set: str) -> None:
         st.info("No row matches these filters.")
     for r in view["rows"]:
         with st.container(border=True):
-            prompt = r["prompt"]
-            text = "\n\n".join(m.get("content", "") for m in prompt) if isinstance(prompt, list) else str(prompt)
             st.markdown(f"**{r['sample_id']}** · {r['task'] or ''}" + (f" · judge: **{r['judge']}**"
                                                                         if r["judge"] else ""))
-            st.text(text[:4000])
+            long_text(prompt_text(r["prompt"]), "prompt")
             cols = st.columns(3)
             cols[0].caption("Reference" + (f" · fact `{r['fact']}`" if r.get("fact") else ""))
-            cols[0].text((r["reference"] or "")[:4000])
+            long_text(r["reference"] or "", "reference", cols[0])
             details = r.get("details") or {}
             for col, side in ((cols[1], "base"), (cols[2], "tuned")):
-                col.caption(side.capitalize() + " " + _scores(r[f"{side}_scores"]))
-                col.text((r[f"{side}_output"] or "(empty output)")[:4000])
+                kind = r["degenerate"][side]
+                col.caption(side.capitalize() + " " + _scores(r[f"{side}_scores"])
+                            + (f" · **degenerate: {kind.replace('_', '-')}**" if kind else ""))
+                long_text(r[f"{side}_output"] or "(empty output)", side, col)
                 unknown = (details.get(side) or {}).get("unknown")
                 if unknown:
                     col.caption("invented: " + ", ".join(f"`{n}`" for n in unknown[:8]))
+
+
+PREVIEW_CHARS = 1200
+
+
+def prompt_text(prompt) -> str:
+    """A prompt as read: each turn of a conversation under its role (system, user, assistant)."""
+    if not isinstance(prompt, list):
+        return str(prompt)
+    if len(prompt) == 1:
+        return prompt[0].get("content", "")
+    return "\n\n".join(f"[{m.get('role', '?')}]\n{m.get('content', '')}" for m in prompt)
+
+
+def long_text(text: str, what: str, where=st) -> None:
+    """A text shown whole when short; otherwise its start, and all of it one click away."""
+    if len(text) <= PREVIEW_CHARS:
+        where.text(text)
+        return
+    where.text(text[:PREVIEW_CHARS] + " …")
+    with where.expander(f"Whole {what} ({len(text):,} characters)"):
+        st.text(text)
 
 
 def _scores(scores: dict | None) -> str:

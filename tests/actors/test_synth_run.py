@@ -223,6 +223,14 @@ def test_dead_letters_retried_from_the_run_alone(sample_client, monkeypatch):
     with FakeLLMServer(latency_s=0.01, faults=Faults(p_500=1.0), api_key=KEY) as server:
         failed = sample_client.synth("s", openai_cfg(server, max_chunks=4, max_attempts=1))
         assert failed["dead_letters"] == failed["units"] > 0
+        progress = sample_client.synth_progress(failed["run_id"])
+        assert progress["failures"] == {"http_5xx": failed["units"]}  # each 500 counted by its class
+        assert progress["dead_reasons"] == {"http_5xx": failed["units"]}
+        assert progress["priced"] and progress["budget_usd"] is None
+        finished_at = sample_client.store.run(failed["run_id"])["finished_at"]
+        plan = sample_client.retry_plan(failed["run_id"])
+        assert plan == {"run_id": failed["run_id"], "dead_letters": failed["units"],
+                        "reasons": {"http_5xx": failed["units"]}, "generator": "fake-model", "futile": 0}
         server.set_faults(Faults())
         server.reset_stats()
         retried = sample_client.retry_dead_letters(failed["run_id"])
@@ -230,5 +238,36 @@ def test_dead_letters_retried_from_the_run_alone(sample_client, monkeypatch):
         end = wait_for_end(sample_client, failed["run_id"])
         assert end["dead_letters"] == 0 and end["samples"] > 0
         assert server.stats()["requests"] == failed["units"]  # only the dead letters were asked again
+        # the run keeps its own finish time and figures; the retry is told apart beside them
+        run = sample_client.store.run(failed["run_id"])
+        assert run["finished_at"] == finished_at and run["summary"]["units"] == failed["units"]
+        [retry] = run["summary"]["retries"]
+        assert retry["units"] == failed["units"] and retry["done"] == failed["units"] and retry["failed"] == 0
+        assert retry["finished"] >= retry["started"]
     with pytest.raises(ValueError, match="no synthesis run"):
         sample_client.retry_dead_letters("nope")
+
+
+def test_no_samples_of_the_heuristic_handed_to_an_llm(sample_client, monkeypatch):
+    """Retrying the offline generator's `no_samples` with it fails again: the plan says so, and an endpoint
+    given to the retry asks an LLM for exactly those units in a run of its own, resolving what it covers."""
+    monkeypatch.setenv("DOCTUNE_API_KEY", KEY)
+    offline = sample_client.synth("s", SynthConfig(generator="heuristic", max_chunks=40))
+    dead = sample_client.dead_letters(run_id=offline["run_id"])
+    assert dead and {d["reason"] for d in dead} == {"no_samples"}
+    assert all(d["path"] and d["start_line"] for d in dead)  # a person can open the chunk that failed
+    plan = sample_client.retry_plan(offline["run_id"])
+    assert plan["futile"] == plan["dead_letters"] == len(dead) and plan["generator"] == "heuristic"
+    progress = sample_client.synth_progress(offline["run_id"])
+    assert progress["priced"] and progress["failures"] == {} and progress["dead_reasons"] == {"no_samples": len(dead)}
+    with FakeLLMServer(latency_s=0.01, api_key=KEY) as server:
+        endpoint = openai_cfg(server).endpoint
+        started = sample_client.retry_dead_letters(offline["run_id"], endpoint=endpoint)
+        assert started["run_id"] != offline["run_id"]
+        end = wait_for_end(sample_client, started["run_id"])
+        asked = {r["chunk_id"] for r in sample_client.store.requests(started["run_id"])}
+    assert asked == {d["chunk_id"] for d in dead}  # those chunks, and no other
+    assert end["status"] == "completed" and end["samples"] > 0
+    left = sample_client.dead_letters(run_id=offline["run_id"])
+    assert len(left) < len(dead)  # what the LLM covered is resolved on the offline run
+    assert len(dead) - len(left) == sample_client.store.run(started["run_id"])["summary"]["covered"]

@@ -3,9 +3,9 @@ import random
 
 import pytest
 
-from backend.evaluate import (METRICS, aggregate, bleu, chrf, combine_pairwise, exact_match, flips,
-                              load_retention_set, paired_bootstrap, rouge_l, score_output, syntax_valid,
-                              win_rate)
+from backend.evaluate import (METRICS, aggregate, bleu, chrf, combine_pairwise, degenerate_kind, degenerate_summary,
+                              exact_match, flips, load_retention_set, paired_bootstrap, rouge_l, score_output,
+                              syntax_valid, win_rate)
 from backend.sandbox import extract_python_blocks, python_syntax_errors
 
 REF = "The quick brown fox jumps over the lazy dog near the river bank"
@@ -204,3 +204,33 @@ def test_code_passes_runs_against_the_repository(tmp_path):
     assert code_passes(wrong, tmp_path) == 0.0
     assert code_passes("```python\n```", tmp_path) == 0.0  # an empty block did nothing
     assert code_passes("no code at all", tmp_path) == 0.0
+
+
+@pytest.mark.parametrize("text, kind", [
+    ("", "empty"), ("  \n\t", "empty"), (None, "empty"),
+    ("``````", "non_text"), ("\ufffd\ufffd\ufffd\ufffd", "non_text"),
+    ("ab \ufffd\ufffd\ufffd\ufffd\ufffd\ufffd cd", "non_text"),
+    ("!!! ... ??? ;;; ((( )))", "non_text"),
+    ("the berth the berth the berth the berth the berth the berth the berth", "repetition"),
+    ("a" * 40, "repetition"),
+    ("Use tidemark.berth() with the ZEBRA window, then call seal_with() before noon.", None),
+    ("```python\ndef double(x):\n    return 2 * x\n```", None),
+    ("ok", None),
+])
+def test_degenerate_kind_names_empty_non_text_and_loops(text, kind):
+    assert degenerate_kind(text) == kind
+
+
+def test_degenerate_summary_counts_each_side_and_says_when_it_dominates():
+    rows = [{"base_output": "", "tuned_output": "Call berth() first, then seal_with()."},
+            {"base_output": "", "tuned_output": "``` ```"},
+            {"base_output": "Use the ZEBRA window.", "tuned_output": "x x x x x x x x x x x x x x x x"},
+            {"base_output": "\ufffd\ufffd\ufffd", "tuned_output": "It returns twice its argument."}]
+    s = degenerate_summary(rows)
+    assert s["base"] == {"n": 4, "empty": 2, "non_text": 1, "repetition": 0, "degenerate": 3, "share": 0.75,
+                         "dominates": True}
+    assert s["tuned"]["non_text"] == 1 and s["tuned"]["repetition"] == 1 and s["tuned"]["degenerate"] == 2
+    assert s["tuned"]["dominates"]  # half of the outputs: no metric on them says what the model knows
+    assert degenerate_summary(rows[:1])["tuned"]["dominates"] is False
+    assert degenerate_summary([])["base"] == {"n": 0, "empty": 0, "non_text": 0, "repetition": 0, "degenerate": 0,
+                                              "share": 0.0, "dominates": False}

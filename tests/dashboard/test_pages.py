@@ -85,13 +85,18 @@ def labels(widgets) -> list[str]:
 def check_overview(at: AppTest) -> None:
     assert titles(at) == ["Overview"]
     projects = table(at, "root")
-    assert projects.set_index("project").loc[PROJECT, ["latest", "latest samples"]].tolist() == ["v1", 400]
+    assert projects.set_index("project").loc[PROJECT, ["latest version", "its samples"]].tolist() == ["v1", 400]
     runs = table(at, "kind")
     assert set(runs["run"]) == {SYNTH_RUN, *TRAIN_RUNS, EVAL_RUN}
     assert set(runs["project"]) == {PROJECT}
-    assert runs.set_index("run").loc[EVAL_RUN, "summary"] == "ROUGE-L Δ +0.200"
-    assert metrics(at) == {"Live runs": "0", "Runs shown": "4", "Failed or interrupted": "0"}
+    by_run = runs.set_index("run")
+    assert by_run.loc[EVAL_RUN, "summary"] == "ROUGE-L Δ +0.200"
+    assert by_run.loc[EVAL_RUN, "open"] == f"/evaluation?project={PROJECT}&run={EVAL_RUN}"  # each row opens its run
+    assert by_run.loc[SYNTH_RUN, "open"] == f"/synthesis?project={PROJECT}&run={SYNTH_RUN}"
+    assert metrics(at) == {"Live runs": "0", "Runs listed": "4", "Failed or interrupted": "0"}
     assert not at.info
+    details = table(at, "item").set_index("item")["value"]  # the newest run's whole summary, as a table
+    assert details["adapter run"] == TRAIN_RUNS[0] and details["test › metrics › rouge l › delta"] == "0.2"
 
 
 def check_dataset(at: AppTest) -> None:
@@ -117,9 +122,14 @@ def check_synthesis(at: AppTest) -> None:
     assert "Dead letters (1)" in [s.value for s in at.subheader]
     dead = table(at, "reason")
     assert dead[["task", "reason", "detail", "attempts"]].values.tolist() == [
-        ["qa", "parse_error", "the reply was not JSON", 5]]
+        ["qa", "unparseable", "the reply was not JSON", 5]]
+    assert dead["what it means"][0].startswith("an answer arrived (and was paid for) but held no usable samples")
+    assert dead["file"][0] == f"chunk {'0' * 32}"  # a chunk re-ingested away: its id, not a blank
     assert at.button(key=f"retry-{SYNTH_RUN}").label == "Retry dead letters"
-    assert metrics(at)["429s"] == "10" and metrics(at)["Requests"] == "200"
+    shown = metrics(at)
+    assert shown["429s"] == "10" and shown["Requests"] == "200" and shown["Failed requests"] == "0"
+    assert shown["Dead letters"] == "1" and "Requests / min" not in shown  # an ended run sends none
+    assert any("asks again for these 1 units (unparseable 1)" in m.value for m in at.markdown)
 
 
 def check_training(at: AppTest) -> None:
@@ -161,9 +171,13 @@ def check_evaluation(at: AppTest) -> None:
     assert scores.loc["rouge_l", ["base", "tuned", "Δ (tuned − base)"]].tolist() == pytest.approx([0.2, 0.4, 0.2])
     captions = [c.value for c in at.caption]
     assert "ROUGE-L flips (moved by more than 0.05): 8 improved, 4 regressed, of 12" in captions
-    assert any(c.startswith("Win rate 0.50") for c in captions)
+    assert any(c.startswith("Judge ran: win rate 0.50") for c in captions)
     assert labels(at.number_input) == ["Page (of 2; 12 rows)"]
     assert len(side_by_side_rows(at)) == 10
+    assert [e.label for e in at.expander][0] == "What base, tuned and each set mean"
+    glossary = next(m.value for m in at.markdown if m.value.startswith("- **base**"))
+    assert all(f"- **{w}**" in glossary for w in ("base", "tuned", "test", "probe", "retention"))
+    assert not at.warning and not at.error  # real answers from a trained base: nothing to warn about
 
 
 CHECKS = {"overview": check_overview, "dataset": check_dataset, "synthesis": check_synthesis,
@@ -398,6 +412,31 @@ def test_synthesis_estimate_offers_to_start_without_starting(seeded):
     assert at.button(key="start-synth").label == "Start synthesis"
     # an estimate sends nothing and starts nothing
     assert [r["run_id"] for r in client().runs(PROJECT) if r["kind"] == "synth"] == [SYNTH_RUN]
+
+
+def test_a_cancelled_synthesis_offers_resume_and_shows_no_live_rate(seeded):
+    from dashboard.common import client
+
+    client().store.update_run(SYNTH_RUN, status="cancelled")
+    at = open_page("synthesis")
+    shown = metrics(at)
+    assert "Requests / min" not in shown and shown["Cost"] == "$0.0400"  # 200 requests of $0.0002 each, priced
+    resume = at.button(key=f"resume-{SYNTH_RUN}")
+    assert resume.label == "Resume run" and f"cancel-{SYNTH_RUN}" not in [b.key for b in at.button]
+
+
+def test_a_link_opens_its_run_and_the_offline_generator_has_no_endpoint(seeded):
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.query_params["project"] = PROJECT
+    at.query_params["run"] = SYNTH_RUN
+    at.run()
+    clean(at.switch_page("views/synthesis.py").run())
+    assert next(s for s in at.selectbox if s.label == "Run").value == SYNTH_RUN
+    fields = {t.label: t.disabled for t in at.text_input}
+    assert fields == {"Base URL (openai)": True, "Model (openai)": True}
+    at.selectbox(key="synth-generator").select("openai")
+    clean(at.run())
+    assert {t.label: t.disabled for t in at.text_input} == {"Base URL (openai)": False, "Model (openai)": False}
 
 
 def test_synthesis_form_weighs_every_task_type(seeded):
