@@ -182,20 +182,22 @@ class SynthRun:
             ref = workers[i % len(workers)].run_unit.remote(u.as_dict())
             self.in_flight.add(ref)
             try:
-                result = await ref
-            except BudgetExhausted:
-                budget_hit = True
-                return
-            except ray.exceptions.TaskCancelledError:
-                return  # stopped (cancel, Ctrl-C, enough samples): not done, the rerun sends it again
-            except AuthFailed:
-                raise
-            except Exception as exc:  # its worker died, or raised: this unit's dead letter, not the run's
-                result = _dead(u.as_dict(), "exception", unit_failure(exc), [])
+                try:
+                    result = await ref
+                except BudgetExhausted:
+                    budget_hit, result = True, None
+                except ray.exceptions.TaskCancelledError:
+                    result = None  # stopped (cancel, Ctrl-C, enough samples): not done, the rerun sends it again
+                except AuthFailed:
+                    raise
+                except Exception as exc:  # its worker died, or raised: this unit's dead letter, not the run's
+                    result = _dead(u.as_dict(), "exception", unit_failure(exc), [])
+                finally:
+                    self.in_flight.discard(ref)
+                if result is not None:
+                    await self._arrived(result)
             finally:
-                self.in_flight.discard(ref)
-                slots.release()
-            await self._arrived(result)
+                slots.release()  # after the result is counted, so no unit is sent once the target is met
             if self._enough():
                 self._cancel_in_flight()
 
