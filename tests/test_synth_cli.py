@@ -78,7 +78,7 @@ def test_ctrl_c_stops_spending_within_two_seconds_and_the_rerun_resumes(tmp_path
         assert out.returncode == 0, out.stderr
         resumed = json.loads(out.stdout)
         total = server.stats()["requests"]
-    assert resumed["run_id"] == synth[0]["run_id"] and resumed["resuming"]
+    assert resumed["run_id"] == synth[0]["id"] and resumed["resuming"]
     assert resumed["status"] == "completed" and resumed["failed"] == 0 and resumed["dataset"]
     assert 0 < resumed["done_before"] < resumed["units"]
     # what was answered before the signal was kept: only the requests cancelled in flight went out again
