@@ -32,12 +32,12 @@ from pathlib import Path
 import ray
 
 from backend.run_status import RunStatus, new_run_id
-from backend.endpoint_config import Secret, api_key
-from backend.synth_config import SynthConfig
 from backend.curate import validate_sample
 from backend.curate_config import CurateConfig
-from backend.synth_config import PROBE_TASK
-from backend.synthesize import Unit, build_samples, coverage_order, estimate_run, parse_samples, plan_units, unit_failure
+from backend.endpoint_config import Secret, api_key
+from backend.synth_config import PROBE_TASK, SynthConfig
+from backend.synthesize import (Unit, build_samples, coverage_order, estimate_run, parse_samples, plan_units,
+                                unit_failure)
 from actors import runs
 from actors.curate_run import curate_runs
 from actors.llm_pool import AuthFailed, BudgetExhausted, generator_pool

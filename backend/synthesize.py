@@ -183,6 +183,7 @@ def unit_failure(exc: BaseException) -> str:
     """An unexpected failure of one unit, for its dead letter: the exception's class and message, then its
     traceback (the end of it, where the cause is, when long)."""
     text = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # the store takes no lone surrogate
     return text if len(text) <= 4000 else text[:1000] + "\n...\n" + text[-3000:]
 
 

@@ -32,9 +32,10 @@ def test_a_method_merged_after_its_class_header_is_found():
     chunk = {"chunk_id": "c1", "kind": "python", "path": "idlelib/rpc.py", "start_line": 1, "end_line": 8,
              "heading_path": ["idlelib.rpc", "SocketIO.__init__"], "symbol": "SocketIO.__init__", "token_count": 40,
              "text": text}
-    cfg = SynthConfig(tasks_per_chunk=5, probe_share=0, task_mix={t: 1.0 for t in ("qa", "codegen", "explain", "completion")})
+    code_tasks = ("qa", "codegen", "explain", "completion")
+    cfg = SynthConfig(tasks_per_chunk=5, probe_share=0, task_mix={t: 1.0 for t in code_tasks})
     units = plan_units([chunk], cfg, "std")
-    assert {u.task for u in units} == {"qa", "codegen", "explain", "completion"}
+    assert {u.task for u in units} == set(code_tasks)
     answers = {u.task: heuristic_result(u, cfg)[1] for u in units}
     assert "Wrap a socket." in answers["qa"][0]["output"]
     assert "def __init__(self, sock)" in answers["explain"][0]["output"]
