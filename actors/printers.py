@@ -115,7 +115,8 @@ def print_synth(s: dict) -> None:
         return
     print(f"run {s['run_id']}: {s['status']}" + (f" ({s['error']})" if s.get("error") else ""))
     print(f"  units: {s['done']} done, {s['cached']} from cache, {s['failed']} dead letters, "
-          f"{s['done_before']} done before; samples: {s['samples']}")
+          f"{s['done_before']} done before; samples: {s['samples']}"
+          + (f"; {s['not_needed']} units not needed (target reached)" if s.get("not_needed") else ""))
     print(f"  requests: {s['requests']} ({s['http_429']} answered 429, {s.get('errors', 0)} failed and retried or "
           f"given up); tokens {s['tokens_in']} in, "
           f"{s['tokens_out']} out; cost ${s['cost_usd']:.4f}")

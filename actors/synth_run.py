@@ -11,6 +11,15 @@ Crash safety: a response is written to the store as soon as it arrives, before i
 A rerun of the same config resumes the same run: units with samples or a dead letter are skipped, and
 units whose response is cached are parsed again without a request. So a `kill -9` costs at most the
 requests that were in flight.
+
+A unit's failure is that unit's dead letter, never the run's: whatever one unit raises (a heuristic's bug, an answer
+the store refuses) is stored with its exception and traceback, and the run goes on. Only a refused key
+(`AuthFailed`) or the budget stops every unit.
+
+Stopping: `doctune cancel` (`cancelled`) and Ctrl-C in the command that watches (`interrupted`) stop spending at
+once: nothing more is sent, the requests in flight are cancelled in the generator actors (closing their HTTP
+connections), the answers already received are stored, and the rerun resumes. With `target_samples`, the run stops
+the same way once enough samples passed validation; the units left are counted as not needed.
 """
 
 from __future__ import annotations
@@ -23,9 +32,12 @@ from pathlib import Path
 import ray
 
 from backend.run_status import RunStatus, new_run_id
+from backend.curate import validate_sample
+from backend.curate_config import CurateConfig
 from backend.endpoint_config import Secret, api_key
-from backend.synth_config import SynthConfig
-from backend.synthesize import Unit, build_samples, estimate_run, parse_samples, plan_units
+from backend.synth_config import PROBE_TASK, SynthConfig
+from backend.synthesize import (Unit, build_samples, coverage_order, estimate_run, parse_samples, plan_units,
+                                unit_failure)
 from actors import runs
 from actors.curate_run import curate_runs
 from actors.llm_pool import AuthFailed, BudgetExhausted, generator_pool
@@ -57,11 +69,13 @@ class SynthRun:
         self.started = time.time()
         self.counts = {"units": 0, "done": 0, "cached": 0, "skipped": 0, "failed": 0, "samples": 0,
                        "requests": 0, "http_429": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0,
-                       "cost_usd": 0.0}
+                       "cost_usd": 0.0, "valid_samples": 0, "not_needed": 0}
         self.request_times: deque[float] = deque()
         self.status = RunStatus.QUEUED
         self.error: str | None = None
-        self.cancelled = False
+        self.stop: RunStatus | None = None
+        self.in_flight: set[ray.ObjectRef] = set()
+        self.todo = self.delivered = 0  # units this attempt has to do, and results that came back
         self.limiter = None
 
     async def run(self) -> dict:
@@ -72,8 +86,16 @@ class SynthRun:
         finally:
             runs.end_current_actor()
 
-    async def cancel(self) -> None:
-        self.cancelled = True
+    async def cancel(self, status: RunStatus = RunStatus.CANCELLED) -> None:
+        """Stop spending now, ending as `status` (`interrupted` when the watching command got Ctrl-C): nothing more
+        is sent and the requests in flight are cancelled; the answers already received are stored."""
+        self.stop = self.stop or RunStatus(status)
+        self._cancel_in_flight()
+
+    def _cancel_in_flight(self) -> None:
+        """Cancel the generator actors' tasks of this run: their asyncio tasks end, HTTP connections included."""
+        for ref in list(self.in_flight):
+            ray.cancel(ref)
 
     async def progress(self) -> dict:
         now = time.monotonic()
@@ -90,7 +112,7 @@ class SynthRun:
         final = await self.progress()
         summary = {**self.plan, "run_id": self.run_id, **{k: final[k] for k in (
             "status", "error", "done", "cached", "failed", "samples", "requests", "http_429", "errors", "tokens_in",
-            "tokens_out", "cost_usd")}}
+            "tokens_out", "cost_usd", "not_needed")}}
         dead = await self.store.actor.dead_letters.remote(self.project, self.run_id)
         summary["dead_letters"] = len(dead)
         summary["dead_reasons"] = dict(sorted(Counter(d["reason"] for d in dead).items()))
@@ -151,6 +173,10 @@ class SynthRun:
             todo = [u for u in units if u.cache_key not in finished]
         self.counts["units"] = len(units)
         self.counts["skipped"] = len(units) - len(todo)
+        self.todo = len(todo)
+        if cfg.target_samples is not None:
+            todo = coverage_order(todo, cfg.seed)
+            self.counts["valid_samples"] = self._valid(await self.store.actor.samples.remote([self.run_id]))
         self.queue: asyncio.Queue = asyncio.Queue()
         self.writer = asyncio.get_running_loop().create_task(self._writer())
         cached = await self.store.actor.cached_responses.remote([u.cache_key for u in todo])
@@ -159,15 +185,11 @@ class SynthRun:
             hit = cached.get(u.cache_key)
             if hit is None:
                 fresh.append(u)
-                continue
-            # paid for before the crash: parse again, no request
-            items = parse_samples(hit["content"])
-            samples = build_samples(u, items, project=self.project, run_id=self.run_id,
-                                    generator=cfg.model_name(), language=cfg.language)
-            self.counts["cached"] += 1
-            await self.queue.put({"cache_key": u.cache_key, "status": "ok", "samples": samples, "attempts": [],
-                                  "unit": u.as_dict(), "response": None})
-        if not fresh:
+            elif not self._enough():  # paid for before the crash: parsed again, no request
+                self.counts["cached"] += 1
+                await self._arrived(self._from_cache(u, hit["content"]))
+        if not fresh or self._enough() or self.stop:
+            self._end()
             return
         spent = (await self.store.actor.run_usage.remote(self.run_id))["cost_usd"]
         self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
@@ -177,32 +199,73 @@ class SynthRun:
 
         async def one(i: int, u: Unit) -> None:
             nonlocal budget_hit
+            ref = workers[i % len(workers)].run_unit.remote(u.as_dict())
+            self.in_flight.add(ref)
             try:
-                result = await workers[i % len(workers)].run_unit.remote(u.as_dict())
-            except BudgetExhausted:
-                budget_hit = True
-                return
+                try:
+                    result = await ref
+                except BudgetExhausted:
+                    budget_hit, result = True, None
+                except ray.exceptions.TaskCancelledError:
+                    result = None  # stopped (cancel, Ctrl-C, enough samples): not done, the rerun sends it again
+                except AuthFailed:
+                    raise
+                except Exception as exc:  # its worker died, or raised: this unit's dead letter, not the run's
+                    result = _dead(u.as_dict(), "exception", unit_failure(exc), [])
+                finally:
+                    self.in_flight.discard(ref)
+                if result is not None:
+                    await self._arrived(result)
             finally:
-                slots.release()
-            await self.queue.put(result)
+                slots.release()  # after the result is counted, so no unit is sent once the target is met
+            if self._enough():
+                self._cancel_in_flight()
 
         tasks = []
         for i, u in enumerate(fresh):
             await slots.acquire()
-            if budget_hit or self.cancelled:
+            if budget_hit or self.stop or self._enough():
                 slots.release()
                 break
             tasks.append(asyncio.get_running_loop().create_task(one(i, u)))
         results = await asyncio.gather(*tasks, return_exceptions=True)
         for r in results:
-            if isinstance(r, AuthFailed):
-                raise r
             if isinstance(r, BaseException) and not isinstance(r, BudgetExhausted):
-                raise r
+                raise r  # AuthFailed (or a bug of this actor): the whole run stops
         if budget_hit:
             raise BudgetExhausted()
-        if self.cancelled:
-            self.status = RunStatus.CANCELLED
+        self._end()
+
+    def _enough(self) -> bool:
+        return self.cfg.target_samples is not None and self.counts["valid_samples"] >= self.cfg.target_samples
+
+    def _end(self) -> None:
+        """Sending has ended: the status of a stopped run, or the units a run with enough samples did not need."""
+        if self.stop:
+            self.status = self.stop
+        elif self._enough():
+            self.counts["not_needed"] = self.todo - self.delivered
+
+    def _valid(self, samples: list[dict]) -> int:
+        """Training samples (not probes) that pass curation's validation, which `target_samples` counts."""
+        cfg = self.curate_cfg or CurateConfig()
+        return sum(s["task"] != PROBE_TASK and not validate_sample(s, cfg) for s in samples)
+
+    async def _arrived(self, result: dict) -> None:
+        """A unit's result, to the writer; its valid samples counted towards `target_samples`."""
+        self.delivered += 1
+        if result["status"] == "ok":
+            self.counts["valid_samples"] += self._valid(result["samples"])
+        await self.queue.put(result)
+
+    def _from_cache(self, u: Unit, content: str) -> dict:
+        try:
+            samples = build_samples(u, parse_samples(content), project=self.project, run_id=self.run_id,
+                                    generator=self.cfg.model_name(), language=self.cfg.language)
+        except Exception as exc:  # a response that parsed when it was paid for and no longer does
+            return _dead(u.as_dict(), "exception", unit_failure(exc), [])
+        return {"cache_key": u.cache_key, "status": "ok", "samples": samples, "attempts": [], "unit": u.as_dict(),
+                "response": None}
 
     async def _writer(self) -> None:
         """Write results as they arrive, several per transaction when they queue up behind a write."""
@@ -225,33 +288,54 @@ class SynthRun:
             await self.writer
 
     async def _write(self, batch: list[dict]) -> None:
+        """One transaction for the batch; if the store refuses it, each result on its own, so a result the store
+        cannot take (an answer holding a lone surrogate, say) becomes its unit's dead letter and the others land."""
+        try:
+            await self._record(batch)
+        except Exception:
+            for r in batch:
+                try:
+                    await self._record([r])
+                except Exception as exc:
+                    await self._record([_dead(r["unit"], "exception", unit_failure(exc), r["attempts"])])
+
+    async def _record(self, batch: list[dict]) -> None:
+        """Store a batch of results, then count it (a refused batch is counted when it lands another way)."""
         responses, requests, samples, dead = [], [], [], []
-        now = time.monotonic()
         for r in batch:
             unit = r["unit"]
-            for n, a in enumerate(r["attempts"], start=1):
-                requests.append({"chunk_id": unit["chunk_id"], "task": unit["task"], "cache_key": r["cache_key"],
-                                 "attempt": n, **a})
-                self.request_times.append(now)
-                self.counts["requests"] += 1
-                self.counts["http_429"] += a["status"] == "http_429"
-                self.counts["errors"] += a["status"] not in {"ok", "http_429"}
-                self.counts["tokens_in"] += a["tokens_in"]
-                self.counts["tokens_out"] += a["tokens_out"]
-                self.counts["cost_usd"] = round(self.counts["cost_usd"] + a["cost_usd"], 6)
+            requests += [{"chunk_id": unit["chunk_id"], "task": unit["task"], "cache_key": r["cache_key"],
+                          "attempt": n, **a} for n, a in enumerate(r["attempts"], start=1)]
             if r["status"] == "ok":
                 if r["response"]:
                     responses.append(r["response"])
                 samples += r["samples"]
-                self.counts["done"] += 1
-                self.counts["samples"] += len(r["samples"])
             else:
                 dead.append({"cache_key": r["cache_key"], "chunk_id": unit["chunk_id"], "task": unit["task"],
                              "reason": r["reason"], "detail": r["detail"], "attempts": len(r["attempts"])})
-                self.counts["failed"] += 1
         # a retried dead letter is resolved either way: by its samples, or by the new dead letter
         retried = [r["cache_key"] for r in batch] if self.retry_failed else []
         await self.store.actor.record_synth_batch.remote(self.run_id, responses, requests, samples, dead, retried)
+        now = time.monotonic()
+        for a in (a for r in batch for a in r["attempts"]):
+            self.request_times.append(now)
+            self.counts["requests"] += 1
+            self.counts["http_429"] += a["status"] == "http_429"
+            self.counts["errors"] += a["status"] not in {"ok", "http_429"}
+            self.counts["tokens_in"] += a["tokens_in"]
+            self.counts["tokens_out"] += a["tokens_out"]
+            self.counts["cost_usd"] = round(self.counts["cost_usd"] + a["cost_usd"], 6)
+        for r in batch:
+            ok = r["status"] == "ok"
+            self.counts["done"] += ok
+            self.counts["failed"] += not ok
+            self.counts["samples"] += len(r["samples"]) if ok else 0
+
+
+def _dead(unit: dict, reason: str, detail: str, attempts: list[dict]) -> dict:
+    """A unit's result as a dead letter."""
+    return {"cache_key": unit["cache_key"], "status": "dead", "reason": reason, "detail": detail,
+            "attempts": attempts, "samples": [], "response": None, "unit": unit}
 
 
 def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: bool, new_run: bool, dry_run: bool,
@@ -313,7 +397,22 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
                          retry_failed, plan, curate_cfg, only, covers, max_concurrency=64)
     if not wait:
         return {**plan, "status": RunStatus.RUNNING.value, "detached": True}
-    return runs.watch(handle, on_progress, poll_s=0.5)
+    try:
+        return runs.watch(handle, on_progress, poll_s=0.5)
+    except KeyboardInterrupt:
+        _interrupt(handle)
+        raise
+
+
+def _interrupt(handle: runs.RunHandle) -> None:
+    """Ctrl-C while watching: the run stops spending at once and ends `interrupted` (also in a cluster that would
+    keep its actor alive after this command); a few seconds for it to record that, which a second Ctrl-C cuts short
+    (the run then shows `interrupted` all the same, once its actor is gone)."""
+    try:
+        ray.get(handle.actor.cancel.remote(RunStatus.INTERRUPTED), timeout=5)
+        ray.wait([handle.done], timeout=30)
+    except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+        pass  # it ended already, or cannot answer
 
 
 def _only(units: list[Unit], only: list[str] | None) -> list[Unit]:

@@ -60,6 +60,10 @@ class SynthConfig(Config):
     """Chunks smaller than this are not worth a request."""
     max_chunks: int | None = field(default=None, metadata={"flag": "--max-chunks", "min": 1, "max": 10**8})
     """Use only the first N chunks (by file and position): for trials."""
+    target_samples: int | None = field(default=None, metadata={"flag": "--target-samples", "min": 1, "max": 10**9})
+    """Stop sending once this many samples have passed validation (or the budget is spent): units are taken
+    round-robin across files in a seeded order, so the repository is covered evenly; the units left are recorded
+    as not needed, not as failures. None: every unit."""
     seed: int = field(default=7, metadata={"min": 0, "max": 2**32 - 1})
     """Seed of the task draw and of the chunks chosen for probes."""
     prompts_dir: str = str(PROMPTS_DIR)

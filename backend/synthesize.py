@@ -19,6 +19,7 @@ import hashlib
 import json
 import random
 import re
+import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from string import Template
@@ -164,6 +165,26 @@ def plan_units(chunks: list[dict], cfg: SynthConfig, project: str) -> list[Unit]
                 text=chunk["text"], task=task, index=0, template_version=templates[task].version,
                 messages=messages, est_tokens_in=est, repository=repository))
     return units
+
+
+def coverage_order(units: list[Unit], seed: int) -> list[Unit]:
+    """The units interleaved round-robin across their files, the files in a seeded order: a run that stops early
+    (`target_samples`) has covered the repository evenly, not its first files."""
+    by_file: dict[str, list[Unit]] = {}
+    for u in units:
+        by_file.setdefault(u.path, []).append(u)
+    files = sorted(by_file)
+    random.Random(f"{seed}:coverage").shuffle(files)
+    queues = [by_file[f] for f in files]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]
+
+
+def unit_failure(exc: BaseException) -> str:
+    """An unexpected failure of one unit, for its dead letter: the exception's class and message, then its
+    traceback (the end of it, where the cause is, when long)."""
+    text = f"{type(exc).__name__}: {exc}\n" + "".join(traceback.format_exception(exc))
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")  # the store takes no lone surrogate
+    return text if len(text) <= 4000 else text[:1000] + "\n...\n" + text[-3000:]
 
 
 def estimate_tokens(text: str) -> int:
@@ -560,13 +581,24 @@ def _h_codegen(unit: Unit) -> list[dict]:
     return out
 
 
-def _definition(unit: Unit) -> ast.AST | None:
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _definition(unit: Unit) -> ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | None:
+    """The function or class a Python chunk defines (never another statement: the builders read its name and
+    docstring)."""
     if unit.kind != "python" or not _parses(unit.text):
         return None
     body = ast.parse(unit.text).body
-    defs = [n for n in body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))]
-    if defs and isinstance(defs[0], ast.ClassDef) and len(defs[0].body) == 1 and unit.symbol and "." in unit.symbol:
-        return defs[0].body[0]  # a method part: "class X:\n    def m(...)"
+    defs = [n for n in body if isinstance(n, (*_FUNCTIONS, ast.ClassDef))]
+    if unit.symbol and "." in unit.symbol:
+        # a method part, "class X:\n    def m(...)"; a small one is merged after its class's header, which may hold
+        # only a constant ("class X:\n    limit = 0"), so the method is looked for in every such class
+        methods = [c.body[0] for c in defs
+                   if isinstance(c, ast.ClassDef) and len(c.body) == 1 and isinstance(c.body[0], _FUNCTIONS)]
+        named = [m for m in methods if m.name == unit.symbol.rsplit(".", 1)[-1]]
+        if named or methods:
+            return (named or methods)[0]
     return defs[0] if defs else None
 
 

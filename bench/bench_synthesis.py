@@ -27,14 +27,22 @@ Achieved RPM, from the server's request log (`t` is when a request arrived at th
 ratio = achieved / limit; share429 = 429 answers / all requests the server received.
 Targets (from the issue): doctune ratio >= 0.9 and share429 <= 0.02; reported PASS/MISS, never asserted.
 
+  sigint    a real `doctune synth` subprocess (own home, the whole sample repository, the same server settings)
+            gets SIGINT once the server has received --sigint-after requests: the requests the server receives
+            more than 2 s after the signal (target 0), the last one's delay, and how long the command took to exit.
+            `--only-sigint` runs this scenario alone.
+
     .venv/bin/python bench/bench_synthesis.py [--requests 300] [--latency 0.2] [--rpm 600] [--window 6]
-        [--concurrency 32] [--naive-requests 40] [--naive-seconds 30] [--timeout 300]
+        [--concurrency 32] [--naive-requests 40] [--naive-seconds 30] [--timeout 300] [--sigint-after 40]
+        [--only-sigint]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -171,6 +179,49 @@ def run_naive(units, args) -> dict:
     return measure(log, args.latency, args.window) | {"wall_s": wall, "done": done, "failed": failed, "stats": stats}
 
 
+def run_sigint(args) -> dict:
+    """SIGINT to a real `doctune synth` mid-run; what the server received after it. Bounded by --timeout."""
+    doctune = [sys.executable, "-m", "actors.cli"]
+    root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("RAY_ADDRESS", None)
+    with tempfile.TemporaryDirectory(prefix="doctune-bench-sigint-") as home, \
+            FakeLLMServer(latency_s=args.latency, rpm=args.rpm, window_s=args.window) as server:
+        subprocess.run(doctune + ["--home", home, "ingest", str(SAMPLE_REPO), "--project", PROJECT], env=env,
+                       cwd=root, check=True, capture_output=True, timeout=args.timeout)
+        server.reset_stats()
+        proc = subprocess.Popen(doctune + ["--home", home, "synth", "--project", PROJECT, "--base-url", server.base_url,
+                                           "--model", MODEL, "--rpm", str(args.rpm), "--concurrency",
+                                           str(args.concurrency)], env=env, cwd=root, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + args.timeout
+            while server.stats()["requests"] < args.sigint_after:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"doctune synth sent {server.stats()['requests']} requests, then "
+                                       f"{'ended' if proc.poll() is not None else 'timed out'}")
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            signalled = time.monotonic()
+            rc = proc.wait(timeout=args.timeout)
+            exit_s = time.monotonic() - signalled
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        time.sleep(max(0.0, signalled + 5 - time.monotonic()))  # long enough to see a late request arrive
+        log = server.request_log
+    after = [e["t"] - signalled for e in log if e["t"] > signalled]
+    return {"rc": rc, "exit_s": exit_s, "before": len(log) - len(after), "after": len(after),
+            "late": sum(t > 2 for t in after), "last_after_s": max(after, default=0.0)}
+
+
+def print_sigint(r: dict) -> None:
+    print(f"sigint: {r['before']} requests before the signal, {r['after']} after it, {r['late']} more than 2 s "
+          f"after (last {r['last_after_s']:.2f} s after); doctune synth exited {r['rc']} {r['exit_s']:.1f} s after "
+          f"the signal")
+    print(f"target sigint_late_requests == 0: {'PASS' if r['late'] == 0 else 'MISS'} ({r['late']})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=300, help="DocTune requests (units) to send, about")
@@ -182,7 +233,15 @@ def main() -> None:
     ap.add_argument("--naive-seconds", type=float, default=30.0, help="cap on the naive client's time")
     ap.add_argument("--timeout", type=float, default=300.0, help="give up on the DocTune run after this")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    ap.add_argument("--sigint-after", type=int, default=40, help="requests the server receives before the SIGINT")
+    ap.add_argument("--only-sigint", action="store_true", help="run only the SIGINT scenario")
     args = ap.parse_args()
+    if args.only_sigint:
+        sig = run_sigint(args)
+        print_sigint(sig)
+        print(f"RESULT sigint_late_requests={sig['late']} sigint_after_requests={sig['after']} "
+              f"sigint_exit_s={sig['exit_s']:.2f}")
+        return
     if min(args.requests, args.rpm, args.concurrency, args.naive_requests) < 1 or args.window <= 0 \
             or args.latency < 0 or args.timeout <= 0:
         ap.error("--requests, --rpm, --concurrency, --naive-requests need >= 1; --window, --timeout > 0; "
@@ -255,6 +314,8 @@ def main() -> None:
     print(f"target doctune_ratio >= {TARGET_RATIO}: {'PASS' if d_ratio >= TARGET_RATIO else 'MISS'} ({d_ratio:.3f})")
     print(f"target share429 <= {TARGET_SHARE429}: {'PASS' if doc['share429'] <= TARGET_SHARE429 else 'MISS'} "
           f"({doc['share429']:.3f})")
+    sig = run_sigint(args)
+    print_sigint(sig)
     print(f"total {time.perf_counter() - t_start:.1f} s")
     line = {
         "rpm_limit": round(limit), "doctune_rpm": round(doc["rpm"], 1), "doctune_ratio": round(d_ratio, 3),
@@ -262,7 +323,7 @@ def main() -> None:
         "naive_rpm": round(naive["rpm"], 1), "naive_limit": round(naive_limit), "naive_ratio": round(n_ratio, 3),
         "naive_frac_of_doctune": round(naive["rpm"] / doc["rpm"], 3) if doc["rpm"] else 0,
         "speedup_vs_naive": round(speedup, 2), "requests": doc["requests"], "latency_s": args.latency,
-        "window_s": args.window, "concurrency": args.concurrency,
+        "window_s": args.window, "concurrency": args.concurrency, "sigint_late_requests": sig["late"],
     }
     print("RESULT " + " ".join(f"{k}={v}" for k, v in line.items()))
 

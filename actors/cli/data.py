@@ -15,7 +15,7 @@ from actors.printers import (print_curated, print_datasets, print_dead_letters, 
 
 # the config fields each command sets from its flags (flag names and help live with the fields)
 SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
-               "endpoint.tpm", "language", "max_chunks", "max_cost_usd"]
+               "endpoint.tpm", "language", "max_chunks", "max_cost_usd", "target_samples"]
 CURATE_FLAGS = ["judge_threshold", "near_dup_threshold", "exec_check"]
 EXPORT_FLAGS = ["format", "out", "system_prompt", "force"]
 

@@ -45,10 +45,10 @@ class RunStore(StoreCore):
 
     def find_run(self, project: str, kind: str, fingerprint: str, unfinished_only: bool = True) -> str | None:
         """The newest run of `kind` whose config has this fingerprint; by default only an unfinished one
-        (running when its process died, failed, cancelled or stopped by the budget), to resume it."""
+        (running when its process died, interrupted, failed, cancelled or stopped by the budget), to resume it."""
         row = self.con.execute(
             "SELECT run_id FROM runs WHERE project = ? AND kind = ? AND json_extract_string(config, '$.fingerprint') = ? "
-            "AND (NOT ? OR status IN ('running', 'failed', 'cancelled', 'budget_stopped')) "
+            "AND (NOT ? OR status IN ('running', 'interrupted', 'failed', 'cancelled', 'budget_stopped')) "
             "ORDER BY created_at DESC LIMIT 1", [project, kind, fingerprint, unfinished_only]).fetchone()
         return row[0] if row else None
 

@@ -297,7 +297,8 @@ def test_bool_and_list_flags():
 
 def test_every_flag_of_every_config_can_be_added():
     assert flag_fields(SynthConfig) == ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency",
-                                        "endpoint.rpm", "endpoint.tpm", "language", "max_cost_usd", "max_chunks"]
+                                        "endpoint.rpm", "endpoint.tpm", "language", "max_cost_usd", "max_chunks",
+                                        "target_samples"]
     for cls in CONFIGS:
         add_config_flags(argparse.ArgumentParser(), cls, flag_fields(cls))
     with pytest.raises(ValueError, match="no command-line flag"):
