@@ -32,18 +32,18 @@ class Limiter:
         self.spent = 0.0
         self.reserved = 0.0
 
-    async def acquire(self, tokens: int, worst_cost: float) -> bool:
-        """False when the request's worst-case cost would take the run past its budget."""
+    async def acquire(self, tokens: int, worst_cost: float) -> int | None:
+        """The request's ticket, or None when its worst-case cost would take the run past its budget."""
         if self.max_cost is not None and self.spent + self.reserved + worst_cost > self.max_cost:
-            return False
+            return None
         self.reserved += worst_cost
-        await self.limiter.acquire(tokens)
-        return True
+        return await self.limiter.acquire(tokens)
 
-    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float) -> None:
+    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float,
+                      ticket: int) -> None:
         self.reserved -= worst_cost
         self.spent += cost
-        await self.limiter.release(outcome, retry_after)
+        await self.limiter.release(outcome, retry_after, ticket)
 
     async def add_spent(self, cost: float) -> None:
         """Cost already paid in an earlier attempt of this run (resume)."""
@@ -59,11 +59,12 @@ class _LimiterGate:
     def __init__(self, limiter):
         self.limiter = limiter
 
-    async def acquire(self, tokens: int, worst_cost: float) -> bool:
+    async def acquire(self, tokens: int, worst_cost: float) -> int | None:
         return await self.limiter.acquire.remote(tokens, worst_cost)
 
-    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float) -> None:
-        await self.limiter.release.remote(outcome, retry_after, worst_cost, cost)
+    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float,
+                      ticket: int) -> None:
+        await self.limiter.release.remote(outcome, retry_after, worst_cost, cost, ticket)
 
 
 def _estimate(messages: list[dict]) -> int:
