@@ -45,7 +45,8 @@ class EndpointConfig(Config):
     """Stream answers, so a hung request is noticed by its silence (below); turned off for the run if the endpoint
     refuses `stream`."""
     first_token_timeout_s: float = field(default=60.0, metadata={"above": 0, "max": 3600})
-    """Streamed: seconds to wait for the first chunk before the attempt is closed and retried (a stall)."""
+    """Streamed: seconds to wait for the first chunk before the attempt is closed and retried (a stall); once
+    answers have come, 10 × their average wait for a first token (at least 5 s) where that is shorter."""
     stall_timeout_s: float = field(default=30.0, metadata={"above": 0, "max": 3600})
     """Streamed: seconds of silence between two chunks before the attempt is closed and retried (a stall)."""
     max_attempts: int = field(default=5, metadata={"min": 1, "max": 100})

@@ -240,6 +240,13 @@ class RetryingRequester:
         raise RequestFailed(last[0], last[1][:1000], attempts)
 
 
+FIRST_TOKEN_RTTS = 10.0
+FIRST_TOKEN_FLOOR_S = 5.0
+"""Once answers have come, a first token is awaited this many times their average wait for it, at least this many
+seconds (and never longer than `first_token_timeout_s`): as TCP times out from its measured round trip, a hung
+request is noticed in seconds where answers start in a fraction of one."""
+
+
 def openai_complete(base_url: str, key: str | None, policy: RequestPolicy) -> Complete:
     """The chat call of a real endpoint: the `openai` client with its own retries off (ours are above).
 
@@ -247,6 +254,7 @@ def openai_complete(base_url: str, key: str | None, policy: RequestPolicy) -> Co
     billed by estimate, so the budget still holds."""
     client = openai.AsyncOpenAI(base_url=base_url, api_key=key or "no-key", max_retries=0,
                                 timeout=policy.request_timeout_s)
+    first_token_s: list[float] = []  # moving average of the wait for a first token, once there is one
 
     async def complete(messages: list[dict], json_mode: bool, stream: bool) -> Answer:
         kwargs = dict(model=policy.model, messages=messages, temperature=policy.temperature,
@@ -258,33 +266,42 @@ def openai_complete(base_url: str, key: str | None, policy: RequestPolicy) -> Co
             usage = response.usage
             return Answer(response.choices[0].message.content or "", *(
                 (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)))
-        return await _streamed(client, kwargs, messages, policy)
+        timeout = policy.first_token_timeout_s
+        if first_token_s:
+            timeout = min(timeout, max(FIRST_TOKEN_FLOOR_S, FIRST_TOKEN_RTTS * first_token_s[0]))
+        answer, waited = await _streamed(client, kwargs, messages, policy, timeout)
+        first_token_s[:] = [waited if not first_token_s else first_token_s[0] + 0.1 * (waited - first_token_s[0])]
+        return answer
 
     return complete
 
 
-async def _streamed(client: openai.AsyncOpenAI, kwargs: dict, messages: list[dict], policy: RequestPolicy) -> Answer:
-    """One streamed answer; `Stalled` (the stream closed) when a chunk is late."""
-    deadline = time.monotonic() + policy.first_token_timeout_s
+async def _streamed(client: openai.AsyncOpenAI, kwargs: dict, messages: list[dict], policy: RequestPolicy,
+                    first_token_timeout_s: float) -> tuple[Answer, float]:
+    """One streamed answer and the seconds its first chunk took; `Stalled` (the stream closed) when a chunk is
+    late."""
+    started = time.monotonic()
+    deadline = started + first_token_timeout_s
     try:
         stream = await asyncio.wait_for(client.chat.completions.create(
-            **kwargs, stream=True, stream_options={"include_usage": True}), policy.first_token_timeout_s)
+            **kwargs, stream=True, stream_options={"include_usage": True}), first_token_timeout_s)
     except asyncio.TimeoutError:
-        raise Stalled(f"no first token within {policy.first_token_timeout_s}s") from None
+        raise Stalled(f"no first token within {first_token_timeout_s:.1f}s") from None
     parts: list[str] = []
-    usage, started = None, False
+    usage, first = None, None
     chunks = aiter(stream)
     try:
         while True:
-            limit = policy.stall_timeout_s if started else deadline - time.monotonic()
+            limit = deadline - time.monotonic() if first is None else policy.stall_timeout_s
             try:
                 chunk = await asyncio.wait_for(anext(chunks), max(0.0, limit))
             except StopAsyncIteration:
                 break
             except asyncio.TimeoutError:
-                raise Stalled(f"no token for {policy.stall_timeout_s}s" if started
-                              else f"no first token within {policy.first_token_timeout_s}s") from None
-            started = True  # any chunk is a sign of life, a reasoning model's thinking (no content yet) too
+                raise Stalled(f"no first token within {first_token_timeout_s:.1f}s" if first is None
+                              else f"no token for {policy.stall_timeout_s}s") from None
+            if first is None:  # any chunk is a sign of life, a reasoning model's thinking (no content yet) too
+                first = time.monotonic() - started
             if chunk.usage is not None:
                 usage = chunk.usage
             if chunk.choices and chunk.choices[0].delta.content:
@@ -292,6 +309,7 @@ async def _streamed(client: openai.AsyncOpenAI, kwargs: dict, messages: list[dic
     finally:
         await stream.close()  # closing the connection stops generation at most providers
     content = "".join(parts)
+    waited = first if first is not None else time.monotonic() - started
     if usage is not None:
-        return Answer(content, usage.prompt_tokens, usage.completion_tokens)
-    return Answer(content, sum(estimate_tokens(m["content"]) for m in messages), estimate_tokens(content))
+        return Answer(content, usage.prompt_tokens, usage.completion_tokens), waited
+    return Answer(content, sum(estimate_tokens(m["content"]) for m in messages), estimate_tokens(content)), waited

@@ -11,7 +11,10 @@ alone, and the headroom absorbs that many intervals of skew.
 Adaptation, as TCP does it (AIMD):
 - In flight: a 429 halves the cap, at most once per round trip. Every request carries the sequence number it
   was sent with (its ticket); a 429 of a request sent before the last cut says nothing new (it was in flight
-  when the cap was cut), so it does not cut again. Successes add one slot per cap's worth of answers.
+  when the cap was cut), so it does not cut again. Successes add one slot per cap's worth of answers. A request
+  silent for `LOST_RTTS` typical round trips (at least `LOST_MIN_S`) is presumed lost and no longer counts
+  against the cap, as TCP leaves a lost segment out of its pipe: a few hung requests cannot hold every slot of a
+  cut cap while their stall timeout runs (`backend/llm_request.py` closes them).
 - Rate: a 429 on its own can be the provider's bad minute, so it only slows the request that got it (that
   request waits its `Retry-After`). When 429s become a large share of the answers (`LIMIT_SHARE` of a moving
   average), the server's limit is below ours: the rate drops to what the server admitted in the last window
@@ -49,6 +52,10 @@ class RateLimiter:
     """Rate regained per window of answers, as a share of the configured rate."""
     MAX_PAUSE_WINDOWS = 1.0
     """A `Retry-After` longer than this many windows is not believed."""
+    LOST_RTTS = 10.0
+    LOST_MIN_S = 2.0
+    """A request in flight this many round trips (a moving average of answered ones), and at least this many
+    seconds, is presumed lost: it leaves the cap's count."""
 
     def __init__(self, rpm: int, tpm: int, concurrency: int, window_s: float = 60.0, headroom: float = 0.97,
                  clock=time.monotonic, pace: bool = True):
@@ -70,6 +77,7 @@ class RateLimiter:
         self.seq = 0
         self.cut_seq = 0  # tickets up to this one were sent before the last cut of the cap
         self.share429 = 0.0
+        self.rtt: float | None = None  # moving average of answered requests' round trips
         self.found_rate: float | None = None  # the rate of the last server limit found
         self.successes = 0
         self.counts = {"ok": 0, "rate_limited": 0, "error": 0, "stall": 0, "limit_found": 0}
@@ -78,6 +86,18 @@ class RateLimiter:
     @property
     def in_flight(self) -> int:
         return len(self.open)
+
+    def _lost_after(self) -> float:
+        return max(self.LOST_MIN_S, self.LOST_RTTS * (self.rtt or 0.0))
+
+    def _pipe(self, now: float) -> tuple[int, float]:
+        """(requests in flight not presumed lost, seconds until the next one would be)."""
+        lost_after, live, next_loss = self._lost_after(), 0, float("inf")
+        for sent_at in self.open.values():
+            if now - sent_at < lost_after:
+                live += 1
+                next_loss = min(next_loss, sent_at + lost_after - now)
+        return live, next_loss
 
     @property
     def max_requests(self) -> int:
@@ -115,16 +135,14 @@ class RateLimiter:
         """Wait for a slot in flight and room in both windows; returns the request's ticket for `release`."""
         async with self._changed:
             while True:
-                if self.in_flight < self.limit:
-                    wait = self._wait_needed(tokens, self.clock())
-                    if wait == 0:
-                        break
-                    try:
-                        await asyncio.wait_for(self._changed.wait(), timeout=wait)
-                    except asyncio.TimeoutError:
-                        pass
-                else:
-                    await self._changed.wait()
+                live, next_loss = self._pipe(self.clock())
+                wait = self._wait_needed(tokens, self.clock()) if live < self.limit else next_loss
+                if wait == 0:
+                    break
+                try:
+                    await asyncio.wait_for(self._changed.wait(), timeout=None if wait == float("inf") else wait)
+                except asyncio.TimeoutError:
+                    pass
             now = self.clock()
             self.sent.append((now, tokens))
             # on a grid: a late wake-up is made up by the next interval, idle time is not saved up
@@ -157,6 +175,8 @@ class RateLimiter:
                             and self.share429 >= self.GROW_SHARE:
                         self.rate = self.found_rate  # grown past the limit found before: back to it
             elif outcome == "ok":
+                rtt = now - sent_at
+                self.rtt = rtt if self.rtt is None else self.rtt + 0.1 * (rtt - self.rtt)
                 self.successes += 1
                 if self.limit < self.max_concurrency and self.successes >= self.limit:
                     self.limit += 1
@@ -179,7 +199,8 @@ class RateLimiter:
     def snapshot(self) -> dict:
         now = self.clock()
         self._prune(now)
-        return {"limit": self.limit, "in_flight": self.in_flight, "sent_in_window": len(self.sent),
+        return {"limit": self.limit, "in_flight": self.in_flight, "presumed_lost": self.in_flight - self._pipe(now)[0],
+                "sent_in_window": len(self.sent),
                 "tokens_in_window": self.window_tokens, "paused_for_s": round(max(0.0, self.paused_until - now), 3),
                 "rate_per_window": round(self.rate, 2), "share429": round(self.share429, 4),
                 "ok": self.counts["ok"], "rate_limited": self.counts["rate_limited"],

@@ -97,3 +97,26 @@ def test_an_endpoint_that_refuses_stream_is_asked_without_it_for_the_rest_of_the
     assert [a["status"] for a in results[0][1]] == ["stream_refused", "ok"] and requester.stream is False
     assert [a["status"] for a in results[1][1]] == ["ok"]  # remembered: no second refusal
     assert stats["http_400"] == 1 and stats["streamed"] == 0 and results[1][4] > 0
+
+
+def test_once_answers_came_fast_a_hang_is_noticed_in_seconds_not_at_the_configured_ceiling():
+    with FakeLLMServer() as server:
+        p = policy(first_token_timeout_s=60.0)
+        requester = RetryingRequester(openai_complete(server.base_url, "k", p), LimiterGate(), p)
+
+        def heal():  # the hang is the second request; the third finds a healthy server
+            while server.stats()["requests"] < 2:
+                time.sleep(0.01)
+            server.set_faults(Faults())
+
+        async def scenario():
+            await requester.request(MESSAGES, 50, json.loads)  # a first token in milliseconds
+            server.set_faults(Faults(p_timeout=1.0, hang_s=120))
+            threading.Thread(target=heal, daemon=True).start()
+            started = time.monotonic()
+            _, attempts, *_ = await requester.request(MESSAGES, 50, json.loads)
+            return attempts, time.monotonic() - started
+
+        attempts, elapsed = asyncio.run(scenario())
+    assert [a["status"] for a in attempts] == ["stall", "ok"] and "within 5.0s" in attempts[0]["error"]
+    assert elapsed < 15  # the floor (5 s), not the configured 60 s

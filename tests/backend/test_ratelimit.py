@@ -99,3 +99,25 @@ def test_random_429s_do_not_collapse_the_rate_or_the_cap():
     sent_per_minute = len([t for t, _ in log if t >= 60]) / (300 - 60) * 60
     assert sent_per_minute >= 0.9 * lim.max_rate, sent_per_minute
     assert lim.counts["limit_found"] == 0 and lim.limit >= 2
+
+
+def test_a_hung_request_leaves_the_cap_once_presumed_lost():
+    async def scenario():
+        clock = Clock()
+        lim = RateLimiter(rpm=10_000, tpm=10**9, concurrency=2, window_s=60, clock=clock, pace=False)
+        for _ in range(3):  # answered in 0.1 s: the typical round trip
+            t = await lim.acquire(1)
+            clock.t += 0.1
+            await lim.release("ok", None, t)
+        hung = [await lim.acquire(1) for _ in range(2)]  # both slots, and no answer
+        waiter = asyncio.ensure_future(lim.acquire(1))
+        await asyncio.sleep(0.01)
+        assert not waiter.done()
+        clock.t += lim.LOST_MIN_S + 0.01  # 10 round trips are 1 s: the 2 s floor decides
+        ticket = await asyncio.wait_for(waiter, 5)  # presumed lost: the slot is free again
+        assert lim.snapshot()["presumed_lost"] == 2 and lim.in_flight == 3
+        for t in hung + [ticket]:
+            await lim.release("stall", None, t)
+        assert lim.in_flight == 0
+
+    asyncio.run(scenario())
