@@ -191,6 +191,11 @@ class DocTune:
         return progress | {"generator": cfg.generator, "model": cfg.model_name(), "budget_usd": cfg.max_cost_usd,
                            "priced": cfg.price() is not None}
 
+    def limiter_timeline(self, run_id: str) -> list[dict]:
+        """A synthesis run's rate limiter over time, a point every few seconds: answers per minute (ok, 429, errors),
+        stalls, the in-flight cap, requests in flight and the rate it allowed."""
+        return self.store.limiter_timeline(run_id)
+
     def dead_letters(self, project: str | None = None, run_id: str | None = None) -> list[dict]:
         return self.store.dead_letters(project, run_id)
 

@@ -7,6 +7,8 @@ whatever it asks, shares one rate limit and one budget. The retry loop itself is
 
 from __future__ import annotations
 
+import time
+
 import ray
 
 from backend.llm_request import (AuthFailed, BudgetExhausted, RequestFailed, RequestPolicy, RetryingRequester,
@@ -31,19 +33,20 @@ class Limiter:
         self.max_cost = max_cost_usd
         self.spent = 0.0
         self.reserved = 0.0
+        self._last_point: tuple[float, dict] = (time.time(), {})
 
-    async def acquire(self, tokens: int, worst_cost: float) -> bool:
-        """False when the request's worst-case cost would take the run past its budget."""
+    async def acquire(self, tokens: int, worst_cost: float) -> int | None:
+        """The request's ticket, or None when its worst-case cost would take the run past its budget."""
         if self.max_cost is not None and self.spent + self.reserved + worst_cost > self.max_cost:
-            return False
+            return None
         self.reserved += worst_cost
-        await self.limiter.acquire(tokens)
-        return True
+        return await self.limiter.acquire(tokens)
 
-    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float) -> None:
+    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float,
+                      ticket: int) -> None:
         self.reserved -= worst_cost
         self.spent += cost
-        await self.limiter.release(outcome, retry_after)
+        await self.limiter.release(outcome, retry_after, ticket)
 
     async def add_spent(self, cost: float) -> None:
         """Cost already paid in an earlier attempt of this run (resume)."""
@@ -52,6 +55,20 @@ class Limiter:
     async def snapshot(self) -> dict:
         return self.limiter.snapshot() | {"spent_usd": round(self.spent, 6), "reserved_usd": round(self.reserved, 6)}
 
+    async def timeline_point(self) -> list[tuple[int, str, float]]:
+        """The limiter since the last call, as metric rows (step: Unix seconds, so a resumed run's points follow
+        its earlier ones): answers per minute by outcome, stalls, the in-flight cap, requests in flight, the rate."""
+        now, snap = time.time(), self.limiter.snapshot()
+        seconds = max(1e-3, now - self._last_point[0])
+        counts = {k: snap[k] for k in ("ok", "rate_limited", "errors", "stalls")}
+        delta = {k: counts[k] - self._last_point[1].get(k, 0) for k in counts}
+        self._last_point = (now, counts)
+        step = int(now)
+        return [(step, f"limiter/{k}_per_min", delta[k] * 60 / seconds) for k in ("ok", "rate_limited", "errors")] + [
+            (step, "limiter/stalls", delta["stalls"]), (step, "limiter/cap", snap["limit"]),
+            (step, "limiter/in_flight", snap["in_flight"]),
+            (step, "limiter/rate_rpm", snap["rate_per_window"] * 60 / self.limiter.window_s)]
+
 
 class _LimiterGate:
     """The `Gate` of `backend.llm_request` over the shared `Limiter` actor."""
@@ -59,11 +76,12 @@ class _LimiterGate:
     def __init__(self, limiter):
         self.limiter = limiter
 
-    async def acquire(self, tokens: int, worst_cost: float) -> bool:
+    async def acquire(self, tokens: int, worst_cost: float) -> int | None:
         return await self.limiter.acquire.remote(tokens, worst_cost)
 
-    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float) -> None:
-        await self.limiter.release.remote(outcome, retry_after, worst_cost, cost)
+    async def release(self, outcome: str, retry_after: float | None, worst_cost: float, cost: float,
+                      ticket: int) -> None:
+        await self.limiter.release.remote(outcome, retry_after, worst_cost, cost, ticket)
 
 
 def _estimate(messages: list[dict]) -> int:

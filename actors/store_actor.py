@@ -238,6 +238,9 @@ class StoreClient:
                       max_points: int = 400) -> pa.Table:
         return self._get(self.actor.metric_series.remote(run_ids, names, x=x, max_points=max_points))
 
+    def limiter_timeline(self, run_id: str) -> list[dict]:
+        return self._get(self.actor.limiter_timeline.remote(run_id))
+
     def record_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
         return self._get(self.actor.record_event.remote(run_id, kind, detail))
 

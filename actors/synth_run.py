@@ -43,6 +43,8 @@ from actors.curate_run import curate_runs
 from actors.llm_pool import AuthFailed, BudgetExhausted, generator_pool
 from actors.store_actor import StoreClient
 
+LIMITER_POINT_S = 5.0  # a point of the limiter's timeline every so often: 720 a run-hour
+
 
 @ray.remote
 class SynthRun:
@@ -77,6 +79,7 @@ class SynthRun:
         self.in_flight: set[ray.ObjectRef] = set()
         self.todo = self.delivered = 0  # units this attempt has to do, and results that came back
         self.limiter = None
+        self.sampler: asyncio.Task | None = None
 
     async def run(self) -> dict:
         """The run to its end, then its samples curated into a new dataset version; returns the summary."""
@@ -145,6 +148,7 @@ class SynthRun:
             self.status, self.error = RunStatus.FAILED, f"{type(exc).__name__}: {exc}"
         finally:
             try:
+                await self._limiter_point(final=True)
                 await self._writer_drain()
                 usage = await self.store.actor.run_usage.remote(self.run_id)
                 totals = {k: usage[k] for k in ("samples", "dead_letters", "cost_usd")}
@@ -194,6 +198,7 @@ class SynthRun:
         spent = (await self.store.actor.run_usage.remote(self.run_id))["cost_usd"]
         self.limiter, workers = generator_pool(cfg, self.key, self.project, self.run_id)
         await self.limiter.add_spent.remote(spent)
+        self.sampler = asyncio.get_running_loop().create_task(self._limiter_points())
         slots = asyncio.Semaphore(cfg.endpoint.concurrency)
         budget_hit = False
 
@@ -266,6 +271,19 @@ class SynthRun:
             return _dead(u.as_dict(), "exception", unit_failure(exc), [])
         return {"cache_key": u.cache_key, "status": "ok", "samples": samples, "attempts": [], "unit": u.as_dict(),
                 "response": None}
+
+    async def _limiter_points(self) -> None:
+        """The limiter's state into the run's metrics every LIMITER_POINT_S, for the synthesis page's chart."""
+        while True:
+            await asyncio.sleep(LIMITER_POINT_S)
+            await self._limiter_point()
+
+    async def _limiter_point(self, final: bool = False) -> None:
+        if final and self.sampler is not None:
+            self.sampler.cancel()
+        if self.limiter is not None:
+            rows = await self.limiter.timeline_point.remote()
+            await self.store.actor.record_metrics.remote(self.run_id, rows)
 
     async def _writer(self) -> None:
         """Write results as they arrive, several per transaction when they queue up behind a write."""

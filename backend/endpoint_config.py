@@ -45,7 +45,7 @@ class EndpointConfig(Config):
     json_mode: bool = True
     """Ask for `response_format={"type": "json_object"}`; turned off for the run if the endpoint refuses it."""
     concurrency: int = field(default=16, metadata={"flag": "--concurrency", "min": 1, "max": 10_000})
-    """Requests in flight at most (adaptive: halves on 429, grows back on success)."""
+    """Requests in flight at most (adaptive: halves on a 429, at most once per round trip; grows back on success)."""
     workers: int = field(default=2, metadata={"min": 1, "max": 1000})
     """Async generator actors sharing the one rate limiter."""
     rpm: int = field(default=600, metadata={"flag": "--rpm", "min": 1, "max": 10_000_000})
@@ -55,7 +55,15 @@ class EndpointConfig(Config):
     rate_window_s: float = field(default=60.0, metadata={"above": 0, "max": 86_400})
     """The provider's accounting window for rpm/tpm; the limiter admits rpm × window / 60 per window."""
     request_timeout_s: float = field(default=120.0, metadata={"above": 0, "max": 3600})
-    """Seconds to wait for one answer before the attempt counts as a timeout."""
+    """Seconds to wait for one answer before the attempt counts as a timeout (streamed: for each read)."""
+    stream: bool = True
+    """Stream answers, so a hung request is noticed by its silence (below); turned off for the run if the endpoint
+    refuses `stream`."""
+    first_token_timeout_s: float = field(default=60.0, metadata={"above": 0, "max": 3600})
+    """Streamed: seconds to wait for the first chunk before the attempt is closed and retried (a stall); once
+    answers have come, 10 × their average wait for a first token (at least 5 s) where that is shorter."""
+    stall_timeout_s: float = field(default=30.0, metadata={"above": 0, "max": 3600})
+    """Streamed: seconds of silence between two chunks before the attempt is closed and retried (a stall)."""
     max_attempts: int = field(default=5, metadata={"min": 1, "max": 100})
     """Tries per request before its chunk goes to the dead letters (429s are waited out and not counted)."""
     backoff_base_s: float = field(default=1.0, metadata={"min": 0, "max": 3600})

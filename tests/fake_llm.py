@@ -25,9 +25,14 @@ timing, attempt number or the fault RNG, so a re-sent request gets the identical
 * anything else -> ``{"samples": []}``.
 
 Order of checks per chat request: body read in full (always, so keep-alive stays in sync) -> auth (401)
--> JSON validation (400) -> sliding-window rate limit (429 ``rate_limited_429``) -> one draw from the seeded
-fault RNG (500 / 429 / hang / malformed / think, mutually exclusive, in that order of the cumulative
-probabilities) -> ``latency_s`` -> answer.
+-> JSON validation (400; ``stream: true`` too when the server was made with ``stream=False``) -> sliding-window
+rate limit (429 ``rate_limited_429``) -> one draw from the seeded fault RNG (500 / 429 / hang / malformed / think
+/ stall, mutually exclusive, in that order of the cumulative probabilities) -> ``latency_s`` -> answer.
+
+``stream: true`` is answered as server-sent events (chunked): the content in a few ``chat.completion.chunk`` deltas,
+a last chunk with ``finish_reason``, then, when ``stream_options.include_usage`` is set and the server was made
+with ``stream_usage=True``, a chunk with no choices and the ``usage``; then ``data: [DONE]``. A ``stall`` fault
+sends the first chunk and then nothing for ``hang_s``.
 
 Bounds: loopback only; request bodies <= ``MAX_BODY_BYTES`` (else 413 and close); at most
 ``MAX_CONNECTIONS`` concurrent connections (else 503 and close); idle keep-alive connections are closed
@@ -84,11 +89,12 @@ class Faults:
     p_timeout: float = 0.0  # sleep hang_s before answering, then answer normally if still connected
     p_malformed: float = 0.0  # 200, but the content is broken JSON that cannot be repaired into the answer
     p_think: float = 0.0  # 200, content is "<think>...</think>\n```json\n...\n```"
+    p_stall: float = 0.0  # streamed: the first chunk, then hang_s of silence (not streamed: like p_timeout)
     retry_after_s: float = 1.0
     hang_s: float = 30.0
 
     def __post_init__(self) -> None:
-        ps = (self.p_500, self.p_429, self.p_timeout, self.p_malformed, self.p_think)
+        ps = (self.p_500, self.p_429, self.p_timeout, self.p_malformed, self.p_think, self.p_stall)
         if any(not (0.0 <= float(p) <= 1.0) for p in ps):
             raise ValueError(f"fault probabilities must be within [0, 1]: {ps}")
         if sum(ps) > 1.0 + 1e-9:
@@ -105,6 +111,7 @@ class Faults:
             ("timeout", self.p_timeout),
             ("malformed", self.p_malformed),
             ("think", self.p_think),
+            ("stall", self.p_stall),
         ):
             acc += p
             if r < acc:
@@ -636,6 +643,8 @@ class FakeLLMServer:
         api_key: str | None = None,
         model: str = "fake-model",
         port: int = 0,
+        stream: bool = True,
+        stream_usage: bool = True,
     ):
         if latency_s < 0 or window_s <= 0 or (rpm is not None and rpm <= 0):
             raise ValueError("latency_s must be >= 0, window_s > 0 and rpm > 0 (or None)")
@@ -645,6 +654,8 @@ class FakeLLMServer:
         self.api_key = api_key
         self.model = model
         self.seed = seed
+        self.stream = stream  # False: refuse ``stream: true`` with a 400, as some endpoints do
+        self.stream_usage = stream_usage  # False: ignore ``stream_options.include_usage``
         self.log_requests = False
         self.port: int = port
         self.base_url: str = ""
@@ -719,8 +730,8 @@ class FakeLLMServer:
 
     @staticmethod
     def _zero_stats() -> dict:
-        keys = ("requests ok http_429 rate_limited_429 fault_429 http_500 timeouts malformed think judge "
-                "pairwise http_400 http_401 http_503 connections")
+        keys = ("requests ok http_429 rate_limited_429 fault_429 http_500 timeouts malformed think stall streamed "
+                "judge pairwise http_400 http_401 http_503 connections")
         return dict.fromkeys(keys.split(), 0)
 
     def stats(self) -> dict:
@@ -798,7 +809,51 @@ class FakeLLMServer:
             h.close_connection = True
             return
         status, obj, headers = answer
-        h._send(status, obj, headers=headers)
+        if isinstance(obj, _Streamed):
+            self._send_stream(h, obj)
+        else:
+            h._send(status, obj, headers=headers)
+
+    def _hold(self, h: "_Handler", seconds: float) -> bool:
+        """Sleep up to `seconds`; False (at once) when the server stops or the client has gone."""
+        end = time.monotonic() + seconds
+        while not self._stopping.is_set() and h._client_alive():
+            left = end - time.monotonic()
+            if left <= 0:
+                return True
+            self._stopping.wait(min(0.05, left))
+        return False
+
+    def _send_stream(self, h: "_Handler", s: "_Streamed") -> None:
+        """The completion as server-sent events, in HTTP chunks (so the connection is kept alive)."""
+        c = s.completion
+        content = c["choices"][0]["message"]["content"]
+        head = {k: c[k] for k in ("id", "created", "model", "system_fingerprint")} | {"object": "chat.completion.chunk"}
+        step = max(1, -(-len(content) // 4))
+        deltas = [{"role": "assistant", "content": ""}] + [{"content": content[i:i + step]}
+                                                          for i in range(0, len(content), step)]
+        events = [head | {"choices": [{"index": 0, "delta": d, "logprobs": None, "finish_reason": None}]}
+                  for d in deltas]
+        events.append(head | {"choices": [{"index": 0, "delta": {}, "logprobs": None, "finish_reason": "stop"}]})
+        if s.include_usage:
+            events.append(head | {"choices": [], "usage": c["usage"]})
+        try:
+            h.send_response(200)
+            h.send_header("Content-Type", "text/event-stream")
+            h.send_header("Transfer-Encoding", "chunked")
+            h.end_headers()
+            for n, event in enumerate(events + ["[DONE]"]):
+                data = ("data: " + (event if isinstance(event, str) else json.dumps(event, ensure_ascii=False))
+                        + "\n\n").encode("utf-8")
+                h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+                h.wfile.flush()
+                if n == 1 and s.stall and not self._hold(h, self.faults.hang_s):
+                    h.close_connection = True
+                    return
+            h.wfile.write(b"0\r\n\r\n")
+            h.wfile.flush()
+        except (OSError, ValueError):
+            h.close_connection = True
 
     @staticmethod
     def _err(status: int, message: str, etype: str, code: str | None = None,
@@ -815,9 +870,9 @@ class FakeLLMServer:
             self._count("http_400")
             return self._err(400, "body must be a JSON object with a non-empty 'messages' list",
                              "invalid_request_error")
-        if req.get("stream"):
+        if req.get("stream") and not self.stream:
             self._count("http_400")
-            return self._err(400, "stream=true is not supported by the fake server", "invalid_request_error")
+            return self._err(400, "stream=true is not supported by this server", "invalid_request_error")
         wait = self._admit(time.monotonic())
         if wait is not None:
             with self._lock:
@@ -834,15 +889,9 @@ class FakeLLMServer:
                 key = {"500": "http_500", "429": "http_429", "timeout": "timeouts"}.get(fault, fault)
                 self._stats[key] += 1
         entry["fault"] = fault
-        if fault == "timeout":
-            end = time.monotonic() + faults.hang_s
-            while not self._stopping.is_set() and h._client_alive():
-                left = end - time.monotonic()
-                if left <= 0:
-                    break
-                self._stopping.wait(min(0.05, left))
-            if self._stopping.is_set() or not h._client_alive():
-                return None
+        stream = bool(req.get("stream"))
+        if (fault == "timeout" or (fault == "stall" and not stream)) and not self._hold(h, faults.hang_s):
+            return None
         if self.latency_s > 0 and self._stopping.wait(self.latency_s):
             return None
         if fault == "500":
@@ -860,7 +909,7 @@ class FakeLLMServer:
         prompt_tokens = sum(_tokens(_text_of(m.get("content"))) for m in messages if isinstance(m, dict))
         completion_tokens = _tokens(content)
         model = req.get("model")
-        return 200, {
+        completion = {
             "id": "chatcmpl-" + uuid.uuid4().hex[:24],
             "object": "chat.completion",
             "created": int(time.time()),
@@ -870,7 +919,22 @@ class FakeLLMServer:
                          "logprobs": None, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                       "total_tokens": prompt_tokens + completion_tokens},
-        }, None
+        }
+        if not stream:
+            return 200, completion, None
+        options = req.get("stream_options")
+        include_usage = self.stream_usage and isinstance(options, dict) and bool(options.get("include_usage"))
+        self._count("streamed")
+        return 200, _Streamed(completion, include_usage, fault == "stall"), None
+
+
+@dataclass
+class _Streamed:
+    """A 200 answer to send as server-sent events (`FakeLLMServer._send_stream`)."""
+
+    completion: dict
+    include_usage: bool
+    stall: bool
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -885,14 +949,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--api-key", default=None)
     ap.add_argument("--model", default="fake-model")
-    for name in ("500", "429", "timeout", "malformed", "think"):
+    for name in ("500", "429", "timeout", "malformed", "think", "stall"):
         ap.add_argument(f"--p-{name}", type=float, default=0.0, help=f"probability of the {name} fault")
     ap.add_argument("--retry-after", type=float, default=1.0)
     ap.add_argument("--hang", type=float, default=30.0)
     ap.add_argument("--verbose", action="store_true", help="log every request to stderr")
     a = ap.parse_args(argv)
     faults = Faults(p_500=a.p_500, p_429=a.p_429, p_timeout=a.p_timeout, p_malformed=a.p_malformed,
-                    p_think=a.p_think, retry_after_s=a.retry_after, hang_s=a.hang)
+                    p_think=a.p_think, p_stall=a.p_stall, retry_after_s=a.retry_after, hang_s=a.hang)
     srv = FakeLLMServer(latency_s=a.latency, rpm=a.rpm, window_s=a.window, faults=faults, seed=a.seed,
                         api_key=a.api_key, model=a.model, port=a.port)
     srv.log_requests = a.verbose

@@ -167,6 +167,18 @@ class RunStore(StoreCore):
                      CASE WHEN hi = lo THEN 0 ELSE least(floor((x - lo) / (hi - lo) * $3), $3 - 1) END
             ORDER BY run_id, name, x""", [run_ids, names, max_points] + ([] if x == "step" else [x]))
 
+    def limiter_timeline(self, run_id: str) -> list[dict]:
+        """A run's limiter over time (`Limiter.timeline_point` in actors/llm_pool.py), one row per point: `t` (seconds
+        since its first point), ok / rate_limited / errors per minute, stalls in the interval, the in-flight cap,
+        requests in flight and the rate (requests per minute)."""
+        rows = self.con.execute(
+            "SELECT step, name, value FROM metrics WHERE run_id = ? AND starts_with(name, 'limiter/') ORDER BY step",
+            [run_id]).fetchall()
+        points: dict[int, dict] = {}
+        for step, name, value in rows:
+            points.setdefault(step, {"t": step - rows[0][0]})[name.removeprefix("limiter/")] = value
+        return list(points.values())
+
     def record_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
         self.con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",
                          [run_id, kind, json.dumps(detail or {}, default=str), utc_now()])

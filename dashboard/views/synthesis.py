@@ -91,6 +91,30 @@ def estimate_and_start(project: str, pending: dict | None) -> None:
             st.success(f"Started {started['run_id']}; it goes on if you leave this page.")
 
 
+def limiter_chart(run_id: str) -> None:
+    """Why a run is slow: answers per minute by outcome, stalls, the in-flight cap and requests in flight over time."""
+    points = dt.limiter_timeline(run_id)
+    if len(points) < 2:
+        return
+    from plotly.subplots import make_subplots
+
+    df = pd.DataFrame(points).fillna(0)
+    minutes = df["t"] / 60
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("Answers per minute", "Requests in flight"))
+    for col, name in (("ok_per_min", "ok"), ("rate_limited_per_min", "429"), ("errors_per_min", "errors"),
+                      ("rate_rpm", "allowed rate")):
+        fig.add_scatter(x=minutes, y=df[col], name=name, mode="lines", row=1, col=1,
+                        line={"dash": "dot"} if col == "rate_rpm" else None)
+    stalls = df[df["stalls"] > 0]
+    fig.add_scatter(x=stalls["t"] / 60, y=stalls["stalls"], name="stalls", mode="markers", row=1, col=1)
+    fig.add_scatter(x=minutes, y=df["cap"], name="in-flight cap", mode="lines", line_shape="hv", row=2, col=1)
+    fig.add_scatter(x=minutes, y=df["in_flight"], name="in flight", mode="lines", row=2, col=1)
+    fig.update_layout(height=380, margin={"t": 30, "b": 10}, legend={"orientation": "h"})
+    fig.update_xaxes(title_text="minutes", row=2, col=1)
+    st.plotly_chart(fig, key=f"limiter-{run_id}")
+
+
 UNPRICED = ("No price for model `{model}`: its cost is not counted, so the dollars shown are not what you pay, and "
             "a budget cannot apply. Add the model's price per million tokens to data/prices.yaml (or "
             "synth.endpoint.prices) to have both.")
@@ -110,6 +134,7 @@ def live_progress(run_id: str) -> None:
             figures(q)
             failure_breakdown(q)
             cost_note(q)
+            limiter_chart(run_id)
             run_actions(q)
             if live and q["status"] not in LIVE:
                 st.rerun()  # the run ended: redraw the page once (dead letters, no more refreshing)

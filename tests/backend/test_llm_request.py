@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
-
 import httpx
 import openai
 import pytest
 
-from backend.llm_request import (AuthFailed, BudgetExhausted, RequestFailed, RequestPolicy, RetryingRequester,
-                                 backoff_s, classify)
+from backend.llm_request import (Answer, AuthFailed, BudgetExhausted, RequestFailed, RequestPolicy, RetryingRequester,
+                                 Stalled, backoff_s, classify)
 from backend.synthesize import ParseError
 
 REQUEST = httpx.Request("POST", "http://127.0.0.1/v1/chat/completions")
@@ -27,11 +25,6 @@ def http_error(code: int, message: str = "boom", retry_after: str | None = None)
     return cls(message, response=response, body=None)
 
 
-def completion(content: str, t_in: int = 10, t_out: int = 20):
-    return SimpleNamespace(choices=[SimpleNamespace(message=SimpleNamespace(content=content))],
-                           usage=SimpleNamespace(prompt_tokens=t_in, completion_tokens=t_out))
-
-
 class FakeChat:
     """Answers with each scripted item in turn: an exception is raised, a string is the answer."""
 
@@ -39,24 +32,28 @@ class FakeChat:
         self.script = list(script)
         self.calls: list[dict] = []
 
-    async def __call__(self, messages, json_mode):
-        self.calls.append({"messages": messages, "json_mode": json_mode})
+    async def __call__(self, messages, json_mode, stream):
+        self.calls.append({"messages": messages, "json_mode": json_mode, "stream": stream})
         item = self.script.pop(0)
         if isinstance(item, BaseException):
             raise item
-        return completion(item)
+        return Answer(item, 10, 20)
 
 
 class Gate:
-    """Admits until the budget is spent; records every release."""
+    """Admits until the budget is spent; records every release, and that it came with the attempt's ticket."""
 
     def __init__(self, budget: float | None = None):
-        self.budget, self.spent, self.released = budget, 0.0, []
+        self.budget, self.spent, self.released, self.tickets = budget, 0.0, [], 0
 
     async def acquire(self, tokens, worst_cost):
-        return self.budget is None or self.spent + worst_cost <= self.budget
+        if self.budget is not None and self.spent + worst_cost > self.budget:
+            return None
+        self.tickets += 1
+        return self.tickets
 
-    async def release(self, outcome, retry_after, worst_cost, cost):
+    async def release(self, outcome, retry_after, worst_cost, cost, ticket):
+        assert ticket == self.tickets
         self.spent += cost
         self.released.append((outcome, retry_after, cost))
 
@@ -86,7 +83,7 @@ def test_429_is_waited_out_without_counting_and_passes_retry_after_to_the_gate()
     assert content == "fine"
     assert [a["status"] for a in attempts] == ["http_429"] * 5 + ["ok"]  # 5 > max_attempts: 429s do not count
     assert gate.released[0][:2] == ("rate_limited", 2.0)
-    assert slept == []  # the limiter paces after a 429, not the worker
+    assert slept == [2.0] * 5  # the request that got it waits out its Retry-After, after giving back its slot
 
 
 def test_5xx_backs_off_and_gives_up_after_max_attempts_with_every_row():
@@ -140,3 +137,13 @@ def test_classify_timeouts_connections_and_unknown_errors():
     assert classify(http_error(503), True, 5.0)[:2] == ("http_5xx", 503)
     # without JSON mode asked for, a 400 mentioning response_format is just a bad request
     assert classify(http_error(400, "response_format"), False, 5.0)[0] == "http_4xx"
+
+
+def test_a_stall_is_a_failed_attempt_retried_and_a_refused_stream_is_dropped_for_the_worker():
+    refused = http_error(400, "stream=true is not supported")
+    (content, attempts, *_), chat, gate, slept, requester = run([Stalled("no first token within 1s"), refused, "ok"])
+    assert content == "ok" and [a["status"] for a in attempts] == ["stall", "stream_refused", "ok"]
+    assert [c["stream"] for c in chat.calls] == [True, True, False] and requester.stream is False
+    assert [r[0] for r in gate.released] == ["stall", "error", "ok"] and len(slept) == 1
+    # without streaming asked for, a 400 mentioning stream is just a bad request
+    assert classify(refused, True, 5.0, stream=False)[0] == "http_4xx"

@@ -102,7 +102,7 @@ def run(coro):
     return asyncio.new_event_loop().run_until_complete(coro)
 
 
-def test_limiter_window_and_pause():
+def test_limiter_window_and_a_lone_429():
     async def scenario():
         limiter = RateLimiter(rpm=4, tpm=10_000, concurrency=10, window_s=1.0, headroom=1.0)
         t0 = asyncio.get_running_loop().time()
@@ -113,11 +113,8 @@ def test_limiter_window_and_pause():
         assert 0.9 <= elapsed < 2.0  # the 5th request waited for the window to roll
         await limiter.acquire(10)
         await limiter.release("rate_limited", retry_after=0.3)
-        assert limiter.limit == 5 and limiter.snapshot()["paused_for_s"] > 0.2
-        t1 = asyncio.get_running_loop().time()
-        await limiter.acquire(10)
-        assert asyncio.get_running_loop().time() - t1 >= 0.25  # every sender waits out Retry-After
-        await limiter.release("ok")
+        # a lone 429 halves the cap; its Retry-After is waited out by its own request (backend/llm_request.py)
+        assert limiter.limit == 5 and limiter.snapshot()["paused_for_s"] == 0
 
     run(scenario())
 
