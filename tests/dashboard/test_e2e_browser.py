@@ -64,6 +64,7 @@ def wait_curated(home, run_id: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the waits are bounded each; a loaded machine is slow, not wrong
 def test_dashboard_in_a_real_browser(tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"

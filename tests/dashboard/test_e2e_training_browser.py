@@ -58,6 +58,7 @@ def plotted(page) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the waits are bounded each; a loaded machine is slow, not wrong
 def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_path):
     SHOTS.mkdir(parents=True, exist_ok=True)
     home = tmp_path / "home"
