@@ -46,11 +46,13 @@ def config_form(project: str):
         max_chunks = c[2].number_input("Max chunks (0: all)", 0, 10_000_000, 0)
         language = c[3].selectbox("Language", ["en", "zh"])
         st.markdown("**Limits and budget**")
-        c = st.columns(4)
+        c = st.columns(5)
         concurrency = c[0].number_input("Concurrency", 1, 512, defaults.endpoint.concurrency)
         rpm = c[1].number_input("Requests / minute", 1, 100_000, defaults.endpoint.rpm)
         tpm = c[2].number_input("Tokens / minute", 1, 100_000_000, defaults.endpoint.tpm)
         budget = c[3].number_input("Budget, USD (0: none)", 0.0, 100_000.0, 0.0, 0.5)
+        target = c[4].number_input("Target samples (0: all)", 0, 10**9, 0,
+                                   help="stop once this many samples passed validation, the files covered evenly")
         new_run = st.checkbox("Start a new run even if an unfinished one has these settings", False)
         submitted = st.form_submit_button("Estimate cost")
     if submitted:
@@ -58,7 +60,7 @@ def config_form(project: str):
             EndpointConfig(base_url=base_url, model=model, concurrency=int(concurrency), rpm=int(rpm), tpm=int(tpm))
         cfg = SynthConfig(generator=generator, endpoint=endpoint, task_mix=mix, tasks_per_chunk=int(tasks_per_chunk),
                           samples_per_request=int(samples_per_request), max_chunks=int(max_chunks) or None,
-                          language=language, max_cost_usd=float(budget) or None)
+                          language=language, max_cost_usd=float(budget) or None, target_samples=int(target) or None)
         with failures_shown("The estimate"):
             plan = dt.synth(project, cfg, dry_run=True, new_run=new_run)
             st.session_state["synth-plan"] = {"project": project, "cfg": cfg, "plan": plan, "new_run": new_run}
