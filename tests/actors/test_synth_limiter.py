@@ -31,4 +31,5 @@ def test_stalled_streams_are_retried_and_the_limiter_timeline_is_stored(sample_c
     points = sample_client.limiter_timeline(summary["run_id"])
     assert points and points[0]["t"] == 0 and all(p["cap"] >= 1 for p in points)
     assert sum(p["stalls"] for p in points) == stats["stall"]  # each stall the server made, seen and retried once
-    assert max(p["ok_per_min"] for p in points) > 0 and any(p["rate_limited_per_min"] > 0 for p in points)
+    assert len(points) >= 2 and max(p["ok_per_min"] or 0 for p in points) > 0
+    assert sum((p["rate_limited_per_min"] or 0) for p in points) > 0
