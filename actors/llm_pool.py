@@ -33,7 +33,6 @@ class Limiter:
         self.max_cost = max_cost_usd
         self.spent = 0.0
         self.reserved = 0.0
-        self._last_point: tuple[float, dict] = (time.time(), {})
 
     async def acquire(self, tokens: int, worst_cost: float) -> int | None:
         """The request's ticket, or None when its worst-case cost would take the run past its budget."""
@@ -56,17 +55,12 @@ class Limiter:
         return self.limiter.snapshot() | {"spent_usd": round(self.spent, 6), "reserved_usd": round(self.reserved, 6)}
 
     async def timeline_point(self) -> list[tuple[int, str, float]]:
-        """The limiter since the last call, as metric rows (step: Unix seconds, so a resumed run's points follow
-        its earlier ones): answers per minute by outcome, stalls, the in-flight cap, requests in flight, the rate."""
-        now, snap = time.time(), self.limiter.snapshot()
-        seconds = max(1e-3, now - self._last_point[0])
-        counts = {k: snap[k] for k in ("ok", "rate_limited", "errors", "stalls")}
-        delta = {k: counts[k] - self._last_point[1].get(k, 0) for k in counts}
-        self._last_point = (now, counts)
-        step = int(now)
-        return [(step, f"limiter/{k}_per_min", delta[k] * 60 / seconds) for k in ("ok", "rate_limited", "errors")] + [
-            (step, "limiter/stalls", delta["stalls"]), (step, "limiter/cap", snap["limit"]),
-            (step, "limiter/in_flight", snap["in_flight"]),
+        """The limiter now, as metric rows (step: Unix seconds, so a resumed run's points follow its earlier ones):
+        answers so far by outcome and stalls (counts, so a point lost loses no answer), the in-flight cap, requests
+        in flight, the rate in requests per minute."""
+        snap, step = self.limiter.snapshot(), int(time.time())
+        return [(step, f"limiter/{k}", snap[k]) for k in ("ok", "rate_limited", "errors", "stalls")] + [
+            (step, "limiter/cap", snap["limit"]), (step, "limiter/in_flight", snap["in_flight"]),
             (step, "limiter/rate_rpm", snap["rate_per_window"] * 60 / self.limiter.window_s)]
 
 

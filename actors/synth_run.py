@@ -280,7 +280,7 @@ class SynthRun:
 
     async def _limiter_point(self, final: bool = False) -> None:
         if final and self.sampler is not None:
-            self.sampler.cancel()
+            self.sampler.cancel()  # a point cut short loses nothing: the points hold counts so far
         if self.limiter is not None:
             rows = await self.limiter.timeline_point.remote()
             await self.store.actor.record_metrics.remote(self.run_id, rows)

@@ -9,7 +9,8 @@ still holds the last one, and only the headroom's few slots absorb that. Paced, 
 alone, and the headroom absorbs that many intervals of skew.
 
 Adaptation, as TCP does it (AIMD):
-- In flight: a 429 halves the cap, at most once per round trip. Every request carries the sequence number it
+- In flight: a 429 halves the cap, at most once per round trip (unless a server rate limit is held: then the
+  rate answers it). Every request carries the sequence number it
   was sent with (its ticket); a 429 of a request sent before the last cut says nothing new (it was in flight
   when the cap was cut), so it does not cut again. Successes add one slot per cap's worth of answers. A request
   silent for `LOST_RTTS` typical round trips (at least `LOST_MIN_S`) is presumed lost and no longer counts
@@ -19,8 +20,8 @@ Adaptation, as TCP does it (AIMD):
   request waits its `Retry-After`). When 429s become a large share of the answers (`LIMIT_SHARE` of a moving
   average), the server's limit is below ours: the rate drops to what the server admitted in the last window
   (a sliding-window server refuses exactly when its window is full, so that count *is* its limit), and every
-  sender waits out that 429's `Retry-After`. The rate then grows back slowly while 429s stay rare; once a limit
-  has been found, 429s above `GROW_SHARE` take it back to that limit: a limit found is held.
+  sender waits out that 429's `Retry-After`. The rate then grows back slowly while 429s stay rare (past the
+  limit found, slower still); 429s above `GROW_SHARE` take it back to that limit: a limit found is held.
 
 Pure asyncio; the run shares one instance through an async Ray actor (`actors/llm_pool.py`).
 """
@@ -50,6 +51,8 @@ class RateLimiter:
     """429 share below which the rate grows back."""
     GROWTH = 0.05
     """Rate regained per window of answers, as a share of the configured rate."""
+    PROBE = 0.2
+    """Above a limit found, the rate grows this much slower: it probes whether the server allows more now."""
     MAX_PAUSE_WINDOWS = 1.0
     """A `Retry-After` longer than this many windows is not believed."""
     LOST_RTTS = 10.0
@@ -166,14 +169,15 @@ class RateLimiter:
             if outcome == "rate_limited":
                 self.refused.append(sent_at)
                 if ticket > self.cut_seq:  # sent after the last cut: news, not an echo of it
-                    self.limit = max(1, self.limit // 2)
-                    self.successes = 0
                     self.cut_seq = self.seq
                     if self.share429 >= self.LIMIT_SHARE:
                         self._hold_server_limit(now, retry_after)
-                    elif self.found_rate is not None and self.rate > self.found_rate \
-                            and self.share429 >= self.GROW_SHARE:
-                        self.rate = self.found_rate  # grown past the limit found before: back to it
+                    elif self.found_rate is not None:  # a rate limit is held: the rate answers its 429s
+                        if self.rate > self.found_rate and self.share429 >= self.GROW_SHARE:
+                            self.rate = self.found_rate  # grown past the limit found: back to it
+                    else:
+                        self.limit = max(1, self.limit // 2)
+                        self.successes = 0
             elif outcome == "ok":
                 rtt = now - sent_at
                 self.rtt = rtt if self.rtt is None else self.rtt + 0.1 * (rtt - self.rtt)
@@ -182,7 +186,9 @@ class RateLimiter:
                     self.limit += 1
                     self.successes = 0
                 if self.share429 < self.GROW_SHARE and self.rate < self.max_rate:
-                    self.rate = min(self.max_rate, self.rate + self.GROWTH * self.max_rate / self.rate)
+                    probing = self.found_rate is not None and self.rate >= self.found_rate
+                    growth = self.GROWTH * (self.PROBE if probing else 1.0)
+                    self.rate = min(self.max_rate, self.rate + growth * self.max_rate / self.rate)
             self._changed.notify_all()
 
     def _hold_server_limit(self, now: float, retry_after: float | None) -> None:

@@ -168,16 +168,31 @@ class RunStore(StoreCore):
             ORDER BY run_id, name, x""", [run_ids, names, max_points] + ([] if x == "step" else [x]))
 
     def limiter_timeline(self, run_id: str) -> list[dict]:
-        """A run's limiter over time (`Limiter.timeline_point` in actors/llm_pool.py), one row per point: `t` (seconds
-        since its first point), ok / rate_limited / errors per minute, stalls in the interval, the in-flight cap,
-        requests in flight and the rate (requests per minute)."""
+        """A synthesis run's limiter over time (`Limiter.timeline_point` in actors/llm_pool.py), one row per point:
+        `t` (seconds since the first point), ok / rate_limited / errors `_per_min` and stalls since the point
+        before (the first point: since the start), the in-flight cap, requests in flight, the rate (requests per
+        minute)."""
         rows = self.con.execute(
             "SELECT step, name, value FROM metrics WHERE run_id = ? AND starts_with(name, 'limiter/') ORDER BY step",
             [run_id]).fetchall()
         points: dict[int, dict] = {}
         for step, name, value in rows:
-            points.setdefault(step, {"t": step - rows[0][0]})[name.removeprefix("limiter/")] = value
-        return list(points.values())
+            points.setdefault(step, {"step": step})[name.removeprefix("limiter/")] = value
+        out, prev = [], None
+        for p in points.values():
+            row = {"t": p["step"] - rows[0][0], "cap": p.get("cap"), "in_flight": p.get("in_flight"),
+                   "rate_rpm": p.get("rate_rpm")}
+            for k in ("ok", "rate_limited", "errors", "stalls"):
+                before = prev.get(k, 0) if prev else 0
+                # counts start again at 0 when a resumed run gets a new limiter
+                delta = p.get(k, 0) - before if p.get(k, 0) >= before else p.get(k, 0)
+                if k == "stalls":
+                    row[k] = delta
+                else:
+                    row[f"{k}_per_min"] = delta * 60 / (p["step"] - prev["step"]) if prev else None
+            out.append(row)
+            prev = p
+        return out
 
     def record_event(self, run_id: str, kind: str, detail: dict | None = None) -> None:
         self.con.execute("INSERT INTO run_events VALUES (?, ?, ?, ?)",

@@ -531,3 +531,21 @@ def test_training_started_from_the_form_then_shown_with_its_curves(seeded):
     clean(at)
     assert metrics(at)["Step"] == "6"
     assert len(at.get("plotly_chart")) >= 2  # curves and resources
+
+
+def test_synthesis_page_charts_the_limiter(dash):
+    """A run's limiter timeline (as `Limiter.timeline_point` records it) becomes one chart with both panels."""
+    seed_store(dash)
+    store = Store(dash / DB_FILENAME, role="seed")
+    try:
+        store.con.executemany("INSERT INTO metrics (run_id, step, name, value, ts) VALUES (?, ?, ?, ?, now())", [
+            (SYNTH_RUN, 1000 + 5 * i, f"limiter/{name}", value) for i in range(6) for name, value in (
+                ("ok", 40 * i), ("rate_limited", 3 * i), ("errors", i), ("stalls", i // 3), ("cap", 16 - i),
+                ("in_flight", 4), ("rate_rpm", 582.0))])
+    finally:
+        store.close()
+    at = open_page("synthesis")
+    charts = [c for c in at.get("plotly_chart") if "Requests in flight" in c.proto.spec]
+    assert len(charts) == 1
+    assert all(f'"name":"{name}"' in charts[0].proto.spec.replace(" ", "")
+               for name in ("ok", "429", "errors", "stalls", "in-flightcap", "inflight"))
