@@ -145,6 +145,9 @@ class StoreClient:
                      unresolved_only: bool = True) -> list[dict]:
         return self._get(self.actor.dead_letters.remote(project, run_id, unresolved_only))
 
+    def resolve_covered_dead_letters(self, run_id: str, by_run: str) -> int:
+        return self._get(self.actor.resolve_covered_dead_letters.remote(run_id, by_run))
+
     def samples(self, run_ids: list[str]) -> list[dict]:
         return self._get(self.actor.samples.remote(run_ids))
 
