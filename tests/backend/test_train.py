@@ -237,6 +237,11 @@ def test_cancel_saves_a_checkpoint_and_resume_continues_from_it(tmp_path, tiny, 
     # the trainer restores optimizer, scheduler, RNG and data position: the same run as without the cancel
     uninterrupted = {s: m["loss"] for s, m in trained[1].train_logs()}
     assert second.train_logs()[-1][1]["loss"] == pytest.approx(uninterrupted[24], rel=1e-3)
+    # tokens seen go on from the checkpoint's count, to the uninterrupted run's total: no fold-back at the resume
+    tokens = [m["num_tokens"] for _, m in first.train_logs() + second.train_logs()]
+    assert all(b > a for a, b in zip(tokens, tokens[1:])), tokens
+    assert tokens[-1] == trained[1].train_logs()[-1][1]["num_tokens"]
+    assert ("steps", {"max_steps": 24, "from_step": 3}) in second.events  # the page's "step x of N"
 
 
 @pytest.mark.slow
