@@ -137,6 +137,10 @@ def live_progress(run_id: str) -> None:
             failure_breakdown(q)
             cost_note(q)
             limiter_chart(run_id)
+            if q["error"]:
+                st.error(q["error"])
+            if q["dataset"]:
+                st.success(f"Curated into dataset version {q['dataset']}.")
             run_actions(q)
             if live and q["status"] not in LIVE:
                 st.rerun()  # the run ended: redraw the page once (dead letters, no more refreshing)
