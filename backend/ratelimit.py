@@ -9,7 +9,7 @@ still holds the last one, and only the headroom's few slots absorb that. Paced, 
 alone, and the headroom absorbs that many intervals of skew.
 
 Adaptation, as TCP does it (AIMD):
-- In flight: a 429 halves the cap, at most once per round trip (unless a server rate limit is held: then the
+- In flight: a 429 cuts the cap to `CUT` of itself, at most once per round trip (unless a server rate limit is held: then the
   rate answers it). Every request carries the sequence number it
   was sent with (its ticket); a 429 of a request sent before the last cut says nothing new (it was in flight
   when the cap was cut), so it does not cut again. Successes add one slot per cap's worth of answers. A request
@@ -51,6 +51,9 @@ class RateLimiter:
     """429 share below which the rate grows back."""
     GROWTH = 0.05
     """Rate regained per window of answers, as a share of the configured rate."""
+    CUT = 0.7
+    """The in-flight cap kept after a 429 (TCP CUBIC's 0.7, not Reno's half: at 10 % random 429s a halved cap
+    spends most of its time too small to carry the rate)."""
     PROBE = 0.2
     """Above a limit found, the rate grows this much slower: it probes whether the server allows more now."""
     MAX_PAUSE_WINDOWS = 1.0
@@ -176,7 +179,7 @@ class RateLimiter:
                         if self.rate > self.found_rate and self.share429 >= self.GROW_SHARE:
                             self.rate = self.found_rate  # grown past the limit found: back to it
                     else:
-                        self.limit = max(1, self.limit // 2)
+                        self.limit = max(1, int(self.limit * self.CUT))
                         self.successes = 0
             elif outcome == "ok":
                 rtt = now - sent_at

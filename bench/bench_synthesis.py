@@ -239,9 +239,11 @@ def run_scenario(client, name: str, args, chunks: list[dict]) -> dict:
     units = plan_units(chunks, base, PROJECT)[: args.units]
     max_chunks = len({u.chunk_id for u in units})
     timeline: list[tuple[float, int, int]] = []  # (seconds, units done, units ended)
+    caps, found = [], [0]  # the limiter's in-flight cap at each poll; server limits found
     with FakeLLMServer(**scenario_server(name, args)) as server:
         endpoint = EndpointConfig(base_url=server.base_url, model=model, rpm=args.rpm, rate_window_s=args.window,
-                                  concurrency=args.concurrency, prices={model: {"input": 0, "output": 0}})
+                                  concurrency=args.concurrency, prices={model: {"input": 0, "output": 0}},
+                                  stream=not args.no_stream)
         cfg = SynthConfig(generator="openai", endpoint=endpoint, max_chunks=max_chunks)
         server.reset_stats()
         t0 = time.monotonic()
@@ -249,6 +251,9 @@ def run_scenario(client, name: str, args, chunks: list[dict]) -> dict:
 
         def on_progress(p: dict) -> None:
             timeline.append((time.monotonic() - t0, p["done"], p["done"] + p["failed"]))
+            if p.get("limiter"):
+                caps.append(p["limiter"]["limit"])
+                found[0] = p["limiter"]["limit_found"]
 
         def target() -> None:
             try:
@@ -279,6 +284,8 @@ def run_scenario(client, name: str, args, chunks: list[dict]) -> dict:
     span_after = max(1e-9, end - first - args.window)
     return measure(log, 0.1, args.window) | {
         "name": name, "summary": s, "units": len(units), "server_rpm": server_rpm, "wall_s": end - first,
+        "cap_min": min(caps, default=None), "cap_mean": sum(caps) / len(caps) if caps else None,
+        "limit_found": found[0],
         "goodput": s["done"] / (end - first) * 60 if end > first else 0.0, "longest_gap_s": gap,
         "share429_after": sum(e["status"] == 429 for e in after) / len(after) if after else 0.0,
         "goodput_after": (done_after[-1] - done_after[0]) / span_after * 60 if len(done_after) > 1 else 0.0}
@@ -293,6 +300,7 @@ def main() -> None:
     ap.add_argument("--rpm", type=int, default=600, help="DocTune's configured requests per minute")
     ap.add_argument("--timeout", type=float, default=1200.0, help="give up on a scenario after this")
     ap.add_argument("--num-cpus", type=int, default=None, help="CPUs for the local Ray (default: all)")
+    ap.add_argument("--no-stream", action="store_true", help="ask for whole answers (hangs end at the timeout)")
     ap.add_argument("--naive", action="store_true", help="also DocTune against a naive sequential client")
     ap.add_argument("--requests", type=int, default=300, help="--naive: DocTune requests (units), about")
     ap.add_argument("--latency", type=float, default=0.2, help="--naive and sigint: the server's seconds per answer")
@@ -326,7 +334,9 @@ def main() -> None:
                 r = results[name] = run_scenario(client, name, args, chunks)
                 s = r["summary"]
                 print(f"{name}: {s['status']}, {s['done']} done, {s['failed']} dead ({s['dead_reasons']}), "
-                      f"server saw {r['requests']} requests, {r['http_429']} 429, {r['wall_s']:.1f} s", flush=True)
+                      f"server saw {r['requests']} requests, {r['http_429']} 429, {r['wall_s']:.1f} s; in-flight cap "
+                      f"min {r['cap_min']}, mean {r['cap_mean'] or 0:.1f}; server limits found {r['limit_found']}",
+                      flush=True)
             if args.naive:
                 compare_naive(client, args, chunks)
             if "sigint" in names:

@@ -842,16 +842,19 @@ class FakeLLMServer:
             h.send_header("Content-Type", "text/event-stream")
             h.send_header("Transfer-Encoding", "chunked")
             h.end_headers()
-            for n, event in enumerate(events + ["[DONE]"]):
-                data = ("data: " + (event if isinstance(event, str) else json.dumps(event, ensure_ascii=False))
-                        + "\n\n").encode("utf-8")
-                h.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-                h.wfile.flush()
-                if n == 1 and s.stall and not self._hold(h, self.faults.hang_s):
+            data = [("data: " + (e if isinstance(e, str) else json.dumps(e, ensure_ascii=False)) + "\n\n").encode()
+                    for e in events + ["[DONE]"]]
+            chunks = [b"%x\r\n%s\r\n" % (len(d), d) for d in data] + [b"0\r\n\r\n"]
+            # in one write, or two around a stall: the client's parsing is what the stream tests, not the pacing
+            cut = 2 if s.stall else len(chunks)
+            h.wfile.write(b"".join(chunks[:cut]))
+            h.wfile.flush()
+            if cut < len(chunks):
+                if not self._hold(h, self.faults.hang_s):
                     h.close_connection = True
                     return
-            h.wfile.write(b"0\r\n\r\n")
-            h.wfile.flush()
+                h.wfile.write(b"".join(chunks[cut:]))
+                h.wfile.flush()
         except (OSError, ValueError):
             h.close_connection = True
 

@@ -25,13 +25,13 @@ def test_429s_of_requests_in_flight_at_a_cut_cut_the_cap_once():
         tickets = [await lim.acquire(1) for _ in range(8)]
         for t in tickets:  # all eight come back 429 together: one round trip, one cut
             await lim.release("rate_limited", 1.0, t)
-        assert lim.limit == 8 and lim.in_flight == 0
+        assert lim.limit == 11 and lim.in_flight == 0
         late = await lim.acquire(1)  # sent after the cut: its 429 is news
         await lim.release("rate_limited", 1.0, late)
-        assert lim.limit == 4
-        for _ in range(4 + 5):  # additive increase: one slot per cap's worth of successes (4, then 5)
+        assert lim.limit == 7
+        for _ in range(7 + 8):  # additive increase: one slot per cap's worth of successes (7, then 8)
             await lim.release("ok", None, await lim.acquire(1))
-        assert lim.limit == 6
+        assert lim.limit == 9
 
     asyncio.run(scenario())
 
