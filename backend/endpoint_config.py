@@ -45,7 +45,7 @@ class EndpointConfig(Config):
     json_mode: bool = True
     """Ask for `response_format={"type": "json_object"}`; turned off for the run if the endpoint refuses it."""
     concurrency: int = field(default=16, metadata={"flag": "--concurrency", "min": 1, "max": 10_000})
-    """Requests in flight at most (adaptive: cut to 0.7 on a 429, at most once per round trip; grows back on success)."""
+    """Requests in flight at most (adaptive: cut to 0.7 on a 429, once per round trip at most; regrown on success)."""
     workers: int = field(default=2, metadata={"min": 1, "max": 1000})
     """Async generator actors sharing the one rate limiter."""
     rpm: int = field(default=600, metadata={"flag": "--rpm", "min": 1, "max": 10_000_000})

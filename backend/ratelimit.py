@@ -9,10 +9,10 @@ still holds the last one, and only the headroom's few slots absorb that. Paced, 
 alone, and the headroom absorbs that many intervals of skew.
 
 Adaptation, as TCP does it (AIMD):
-- In flight: a 429 cuts the cap to `CUT` of itself, at most once per round trip (unless a server rate limit is held: then the
-  rate answers it). Every request carries the sequence number it
-  was sent with (its ticket); a 429 of a request sent before the last cut says nothing new (it was in flight
-  when the cap was cut), so it does not cut again. Successes add one slot per cap's worth of answers. A request
+- In flight: a 429 cuts the cap to `CUT` of itself, at most once per round trip (unless a server rate limit is
+  held: then the rate answers it). Every request carries the sequence number it was sent with (its ticket); a
+  429 of a request sent before the last cut says nothing new (it was in flight when the cap was cut), so it does
+  not cut again. Successes add one slot per cap's worth of answers. A request
   silent for `LOST_RTTS` typical round trips (at least `LOST_MIN_S`) is presumed lost and no longer counts
   against the cap, as TCP leaves a lost segment out of its pipe: a few hung requests cannot hold every slot of a
   cut cap while their stall timeout runs (`backend/llm_request.py` closes them).

@@ -52,7 +52,7 @@ def test_demo_ends_on_a_dashboard_that_shows_everything(tmp_path, report):
             page = chromium.new_page(viewport={"width": 1400, "height": 2400})
             base = f"http://127.0.0.1:{port}"
             overview = browser.visit(page, base, "overview")
-            assert re.search(r"Runs shown\s+(\d+)", overview) and int(re.search(r"Runs shown\s+(\d+)",
+            assert re.search(r"Runs listed\s+(\d+)", overview) and int(re.search(r"Runs listed\s+(\d+)",
                                                                                  overview).group(1)) >= 4
             assert "Sample browser" in browser.visit(page, base, "dataset")
             training = browser.visit(page, base, "training")

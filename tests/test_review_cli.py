@@ -59,7 +59,8 @@ def test_review_from_a_file_makes_a_version_with_its_lineage(tmp_path):
         assert f"{edits} line 2: sample_id is missing" in out.stderr
         edits.write_text('{"sample_id": "no-such-sample", "output": "y"}\n')
         out = run_cli("review", "--project", "s", "--file", str(edits), home=home)
-        assert out.returncode == 2 and "no-such-sample" in out.stderr and "sample ids from `doctune export" in out.stderr
+        assert out.returncode == 2 and "no-such-sample" in out.stderr
+        assert "sample ids from `doctune export" in out.stderr
         assert "Traceback" not in out.stderr
         other = next(p for p in prov if p["task"] != "multiturn" and p["sample_id"] != single["sample_id"])
         edits.write_text(json.dumps({"sample_id": other["sample_id"], "messages": [

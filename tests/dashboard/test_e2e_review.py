@@ -15,6 +15,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from backend.config import SAMPLE_REPO
 from conftest import REPO, run_cli
@@ -89,7 +90,23 @@ def edit_turn(page, expander, label: str, text: str) -> None:
     settle(page)
 
 
+def shows_save(page, button: str, redo=None) -> None:
+    """Wait until the save button counts what the test did; an interaction lost to a rerun of the page (a click
+    landing while Streamlit redraws) is done once more, then a miss names the button the page shows."""
+    for attempt in range(2):
+        try:
+            page.get_by_role("button", name=button).wait_for(timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            if attempt == 0 and redo is not None:
+                redo()
+                settle(page)
+    shown = page.get_by_role("button", name=re.compile("^Save as a new version")).all_inner_texts()
+    raise AssertionError(f"expected {button!r}, the page shows {shown}")
+
+
 def save_review(page, button: str, note: str) -> None:
+    shows_save(page, button)
     page.get_by_label("Review note").fill(note)
     page.get_by_label("Review note").press("Enter")
     settle(page)
@@ -138,9 +155,14 @@ def test_review_then_retry_dead_letters_keeps_the_review(tmp_path):
             open_dataset(page, base, task="multiturn")
             edited_box, edited = conversation(page, 0)
             edit_turn(page, edited_box, "Turn 2 · assistant", edit)
+            shows_save(page, "Save as a new version (1 edited, 0 rejected)",
+                       redo=lambda: edit_turn(page, edited_box, "Turn 2 · assistant", edit))
             rejected_box, rejected = conversation(page, 1)
-            rejected_box.get_by_text("Reject this sample").click()
+            reject = rejected_box.get_by_text("Reject this sample")
+            reject.click()
             settle(page)
+            shows_save(page, "Save as a new version (1 edited, 1 rejected)",
+                       redo=lambda: None if rejected_box.get_by_role("checkbox").is_checked() else reject.click())
             save_review(page, "Save as a new version (1 edited, 1 rejected)", "kept through the retry")
             page.get_by_text("Saved as v2; v1 is unchanged.").wait_for(timeout=60_000)
             page.screenshot(path=str(SHOTS / "review-3-reviewed.png"), full_page=True)
