@@ -22,7 +22,7 @@ def test_first_difference_names_the_prompt_and_the_offset():
     assert not result["passed"] and result["identical"] == 1
     (diff,) = result["differences"]
     assert diff["sample_id"] == "b" and diff["prompt"] == "Second question"
-    assert diff["offset"] == 1 and diff["expected"] == "same" and diff["got"] == "sample"
+    assert diff["offset"] == 3 and diff["expected"] == "same" and diff["got"] == "sample"
 
 
 def test_a_prefix_differs_where_the_shorter_text_ends():
