@@ -23,7 +23,6 @@ from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
 from backend.base_models import resolve_model_path
 from backend.chat import render_ids, to_prompt_completion
 
-IGNORE = -100
 
 
 # ---- loading ---------------------------------------------------------------------------------------
@@ -165,16 +164,31 @@ def completion_ids(tokenizer, row: dict, max_length: int = 1024) -> tuple[list[i
     return full[:max_length], start
 
 
+LOSS_CHUNK_TOKENS = 1024
+"""Answer positions put through the LM head at once: 1024 x Qwen's 151,936-row vocabulary is 0.6 GB in fp32,
+where the whole batch's logits (8 x 1024 positions) would be 5 GB, which a 6 GB card does not have."""
+
+
+def _decoder_and_head(model):
+    """The causal LM's transformer body (hidden states out) and its LM head; through peft's wrapper, whose
+    LoRA layers live inside the body, so `disable_adapter` still switches them."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return lm.get_decoder(), lm.get_output_embeddings()
+
+
 @torch.inference_mode()
 def completion_losses(model, tokenizer, rows: list[dict], *, adapter: bool, batch_size: int = 8,
-                      max_length: int = 1024) -> list[float]:
+                      max_length: int = 1024, chunk_tokens: int = LOSS_CHUNK_TOKENS) -> list[float]:
     """Per row, the mean cross-entropy (nats/token) of the answer given its prompt; `math.exp` for perplexity.
 
     Only the completion tokens count (the last assistant turn and its end-of-turn, as in training); a row
     whose answer lies wholly beyond `max_length` gets NaN. Batches are right-padded (causal attention keeps
-    padding out of every real token's context), rows sorted by length to pad little.
+    padding out of every real token's context), rows sorted by length to pad little. The LM head is applied
+    only to the hidden states of the positions that predict an answer token, `chunk_tokens` at a time, so the
+    vocabulary-wide logits never exist for the whole batch (nor for the prompts at all).
     """
     device = _device(model)
+    decoder, head = _decoder_and_head(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     seqs = [completion_ids(tokenizer, r, max_length) for r in rows]
     order = sorted(range(len(seqs)), key=lambda i: -len(seqs[i][0]))
@@ -184,22 +198,29 @@ def completion_losses(model, tokenizer, rows: list[dict], *, adapter: bool, batc
             batch = order[start:start + batch_size]
             width = max(len(seqs[i][0]) for i in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
             mask = torch.zeros((len(batch), width), dtype=torch.long)
             for j, i in enumerate(batch):
-                tokens, answer_at = seqs[i]
+                tokens = seqs[i][0]
                 ids[j, :len(tokens)] = torch.tensor(tokens)
                 mask[j, :len(tokens)] = 1
-                labels[j, answer_at:len(tokens)] = torch.tensor(tokens[answer_at:], dtype=torch.long)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-            targets = labels[:, 1:].to(device)
-            nll = torch.nn.functional.cross_entropy(
-                logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=IGNORE,
-                reduction="none").view(targets.shape)
-            counted = (targets != IGNORE).sum(1)
+            # (row in batch, position) of every answer token; position - 1 is the state that predicts it
+            where = [(j, p) for j, i in enumerate(batch) for p in range(max(seqs[i][1], 1), len(seqs[i][0]))]
+            if not where:
+                continue
+            hidden = decoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+            rows_at = torch.tensor([j for j, _ in where], device=device)
+            positions = torch.tensor([p for _, p in where], device=device)
+            states = hidden[rows_at, positions - 1]
+            del hidden
+            targets = ids.to(device)[rows_at, positions]
+            nll = torch.cat([torch.nn.functional.cross_entropy(
+                head(states[k:k + chunk_tokens]).float(), targets[k:k + chunk_tokens], reduction="none")
+                for k in range(0, len(where), chunk_tokens)])
+            sums = torch.zeros(len(batch), device=device, dtype=nll.dtype).index_add_(0, rows_at, nll)
+            counted = torch.bincount(rows_at, minlength=len(batch))
             for j, i in enumerate(batch):
                 if counted[j] > 0:
-                    losses[i] = float(nll[j].sum() / counted[j])
+                    losses[i] = float(sums[j] / counted[j])
     return losses
 
 

@@ -16,7 +16,7 @@ import torch
 
 from backend.adapter_files import RUN_CONFIG_FILE
 from backend.chat import prompt_messages, to_prompt_completion
-from backend.generate import completion_losses, generate, load_for_eval, perplexity
+from backend.generate import completion_ids, completion_losses, generate, load_for_eval, perplexity
 from backend.tiny_model import ensure_tiny_model
 from backend.train import train_adapter
 from backend.train_config import load_preset
@@ -146,6 +146,45 @@ def test_loss_counts_only_the_completion_tokens(loaded):
     assert batched[4] == pytest.approx(loss, rel=1e-5)
     assert batched == pytest.approx([completion_losses(model, tok, [r], adapter=True)[0] for r in rows], rel=1e-5)
     assert math.isfinite(perplexity(batched)) and perplexity(batched) > 1
+
+
+def full_logits_losses(model, tok, rows, max_length=1024):
+    """The loss as it was computed before: every position's full-vocabulary logits, then cross-entropy."""
+    out = []
+    for row in rows:
+        ids, answer_at = completion_ids(tok, row, max_length)
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        start = max(answer_at, 1)
+        out.append(torch.nn.functional.cross_entropy(logits[start - 1:-1], torch.tensor(ids[start:])).item())
+    return out
+
+
+def test_the_loss_puts_only_answer_positions_through_the_lm_head_in_bounded_chunks(loaded):
+    model, tok = loaded
+    rows = synthetic_rows(9)
+    answer_tokens = []
+    for row in rows:
+        ids, answer_at = completion_ids(tok, row)
+        answer_tokens.append(len(ids) - max(answer_at, 1))
+    seen = []
+    head = model.get_base_model().get_output_embeddings()
+    hook = head.register_forward_hook(lambda _m, args, out: seen.append((tuple(args[0].shape), tuple(out.shape))))
+    try:
+        losses = completion_losses(model, tok, rows, adapter=True, batch_size=4, chunk_tokens=16)
+    finally:
+        hook.remove()
+    vocab = head.weight.shape[0]
+    # the head saw 2-D (positions, hidden) inputs: each at most one chunk, all of them exactly the answer tokens
+    assert all(len(inp) == 2 and inp[0] <= 16 and out == (inp[0], vocab) for inp, out in seen)
+    assert sum(inp[0] for inp, _ in seen) == sum(answer_tokens)
+    assert sum(answer_tokens) < sum(len(completion_ids(tok, r)[0]) for r in rows)  # prompts left out
+    # the same numbers as the full-logits computation, with the adapter on and off
+    assert losses == pytest.approx(full_logits_losses(model, tok, rows), rel=1e-5)
+    with model.disable_adapter():
+        base_reference = full_logits_losses(model, tok, rows)
+    assert completion_losses(model, tok, rows, adapter=False) == pytest.approx(base_reference, rel=1e-5)
+    assert base_reference != pytest.approx(losses, rel=1e-3)
 
 
 # ---- a trained adapter -----------------------------------------------------------------------------
