@@ -22,6 +22,7 @@ import torch
 from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
 from backend.base_models import resolve_model_path
 from backend.chat import render_ids, to_prompt_completion
+from backend.device import cuda_bf16_supported
 
 
 
@@ -56,7 +57,7 @@ def load_for_eval(adapter_dir: Path, base_model_path: Path | str | None = None, 
     if device.startswith("cuda"):
         dtype = TORCH_DTYPES.get(model_cfg.get("dtype", "auto"), "auto")
         if dtype == "auto":
-            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+            dtype = torch.bfloat16 if cuda_bf16_supported() else torch.float16
         kwargs["dtype"] = dtype
         if model_cfg.get("load_in_4bit"):  # evaluate what was trained: the same NF4 base
             from transformers import BitsAndBytesConfig

@@ -37,6 +37,7 @@ from backend.base_models import resolve_model_path
 from backend.chat import to_prompt_completion
 from backend.config import REPO_ROOT
 from backend.config_base import ConfigError
+from backend.device import cuda_bf16_supported, gpu_utilisation_percent
 from backend.train_config import DataSettings, TrainConfig, resolve_for_hardware
 
 CHECKPOINTS, ADAPTER, TENSORBOARD = "checkpoints", "adapter", "tensorboard"
@@ -144,8 +145,7 @@ def use_all_cores() -> int:
 
 def detect_hardware() -> dict[str, bool]:
     """What `resolve_for_hardware` needs to know; unsloth is looked up, never imported."""
-    cuda = torch.cuda.is_available()
-    return {"cuda": cuda, "bf16_supported": cuda and torch.cuda.is_bf16_supported(),
+    return {"cuda": torch.cuda.is_available(), "bf16_supported": cuda_bf16_supported(),
             "unsloth_available": importlib.util.find_spec("unsloth") is not None}
 
 
@@ -268,33 +268,19 @@ def _let_trl_run_on_cpu() -> None:
 
 # ---- metrics and cancellation ----------------------------------------------------------------------
 
-def resource_metrics(process: psutil.Process, cuda: bool, nvml_handle=None) -> dict[str, float]:
+def resource_metrics(process: psutil.Process, cuda: bool) -> dict[str, float]:
     """Process CPU % (since the last call; >100 on several cores) and RSS, system RAM %, and on CUDA the
-    allocator's memory and, with pynvml, GPU utilisation. None of these waits for the GPU."""
+    allocator's memory and, where NVML answers, this process's GPU's utilisation. None of these waits for the GPU."""
     out = {"cpu_percent": process.cpu_percent(None), "rss_mb": process.memory_info().rss / _MB,
            "ram_percent": psutil.virtual_memory().percent}
     if cuda:
         out["gpu_mem_allocated_mb"] = torch.cuda.memory_allocated() / _MB
         out["gpu_mem_reserved_mb"] = torch.cuda.memory_reserved() / _MB
         out["gpu_mem_peak_mb"] = torch.cuda.max_memory_allocated() / _MB
-        if nvml_handle is not None:
-            import pynvml
-
-            out["gpu_util_percent"] = float(pynvml.nvmlDeviceGetUtilizationRates(nvml_handle).gpu)
+        utilisation = gpu_utilisation_percent()
+        if utilisation is not None:
+            out["gpu_util_percent"] = utilisation
     return out
-
-
-def _nvml_handle(cuda: bool):
-    """A pynvml handle for the current GPU, or None without CUDA or pynvml (utilisation is optional)."""
-    if not cuda or importlib.util.find_spec("pynvml") is None:
-        return None
-    import pynvml
-
-    try:
-        pynvml.nvmlInit()
-        return pynvml.nvmlDeviceGetHandleByIndex(torch.cuda.current_device())
-    except pynvml.NVMLError:
-        return None
 
 
 class _SinkForwarder:
@@ -310,7 +296,6 @@ class _SinkForwarder:
         self.last_eval_loss: float | None = None
         self.cancelled_at: int | None = None
         self._process = psutil.Process()
-        self._nvml = _nvml_handle(cuda)
         self._tokens, self._time = 0.0, time.perf_counter()
         self._tokens_before = 0.0
 
@@ -343,7 +328,7 @@ class _SinkForwarder:
             if tokens is not None and now > self._time:
                 metrics["tokens_per_second"] = (tokens - self._tokens) / (now - self._time)
                 self._tokens, self._time = tokens, now
-            metrics.update(resource_metrics(self._process, self.cuda, self._nvml))
+            metrics.update(resource_metrics(self._process, self.cuda))
         for name in ("num_tokens", "eval_num_tokens"):  # an evaluation logs the same count under its own name
             if name in metrics:
                 metrics[name] += self._tokens_before

@@ -45,8 +45,8 @@ class ModelSettings(Config):
     max_seq_length: int = field(default=2048, metadata={"min": 16, "max": 1_048_576})
     """Tokens per sample; longer ones are cut. Memory grows linearly with it. At most the model's context."""
     dtype: str = "auto"
-    """Weights and compute precision: `auto` (bf16 where the GPU has it, else fp16; fp32 on CPU), `bf16`,
-    `fp16`, `fp32`."""
+    """Weights and compute precision: `auto` (bf16 where the GPU has it natively, compute capability 8.0+, else
+    fp16; fp32 on CPU), `bf16`, `fp16`, `fp32`."""
     requires_gpu: bool = True
     """Refuse to start without CUDA (a 3B model on CPU would take days); `smol` is the CPU preset."""
 
@@ -108,9 +108,10 @@ class TrainingSettings(Config):
     warmup_ratio: float = field(default=0.0, metadata={"min": 0, "below": 1})
     """Share of the steps spent warming the learning rate up from 0 (0.03 is common)."""
     bf16: bool = True
-    """bfloat16 mixed precision (Ampere or newer). Turned into fp16 on older GPUs, off on CPU."""
+    """bfloat16 mixed precision (Ampere or newer). On a GPU it follows the model's resolved dtype (a 16-bit model
+    trains in its own precision; unsloth refuses any other), so fp16 before Ampere; off on CPU."""
     fp16: bool = False
-    """float16 mixed precision, for GPUs without bf16 (T4, V100); `resolve_for_hardware` sets it."""
+    """float16 mixed precision, for GPUs without bf16 (T4, V100, RTX 20); `resolve_for_hardware` sets it."""
     logging_steps: int = field(default=10, metadata={"min": 1, "max": 10**8})
     """Optimiser steps between logged metrics (loss, learning rate, throughput, memory)."""
     eval_steps: int = field(default=50, metadata={"min": 1, "max": 10**8})
@@ -231,7 +232,10 @@ def resolve_for_hardware(cfg: TrainConfig, cuda: bool, bf16_supported: bool, uns
     """`cfg` fitted to this machine: the engine chosen, precision and 4-bit set to what the hardware can do.
 
     - engine `auto`: `unsloth` with CUDA and unsloth installed, else `hf`.
-    - CUDA without bf16 (T4, V100): bf16 becomes fp16.
+    - CUDA: `model.dtype` auto becomes bf16 where the GPU has it natively (`bf16_supported`: compute
+      capability 8.0+), else fp16; bf16 becomes fp16 without it. The trainer's mixed precision then follows the
+      model's dtype (bf16 model: bf16; fp16 model: fp16; fp32: bf16 or fp16 autocast as the GPU allows, if
+      asked), since unsloth's trainer refuses a precision other than the model's.
     - CPU: fp32, no 4-bit, no mixed precision, 8-bit optimisers replaced by `adamw_torch`.
 
     Raises:
@@ -259,11 +263,10 @@ def resolve_for_hardware(cfg: TrainConfig, cuda: bool, bf16_supported: bool, uns
         training = replace(training, bf16=False, fp16=False, optim=optim)
     else:
         dtype = model.dtype
-        if dtype == "auto":
+        if dtype == "auto" or (dtype == "bf16" and not bf16_supported):
             dtype = "bf16" if bf16_supported else "fp16"
-        elif dtype == "bf16" and not bf16_supported:
-            dtype = "fp16"
         model = replace(model, dtype=dtype)
-        if training.bf16 and not bf16_supported:
-            training = replace(training, bf16=False, fp16=True)
+        mixed = dtype != "fp32" or training.bf16 or training.fp16
+        bf16 = mixed and (dtype == "bf16" or (dtype == "fp32" and bf16_supported))
+        training = replace(training, bf16=bf16, fp16=mixed and not bf16)
     return replace(cfg, engine=engine, model=model, training=training).validate()
