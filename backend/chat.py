@@ -71,3 +71,28 @@ def render_ids(tokenizer, messages: list[dict], *, generation_prompt: bool) -> l
     encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=generation_prompt, tokenize=True)
     # transformers 5 returns a BatchEncoding, earlier versions a list
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
+
+
+def end_of_turn_id(tokenizer) -> int | None:
+    """The special token the chat template closes an assistant turn with (ChatML's `<|im_end|>` for Qwen,
+    SmolLM2 and the tiny model), found by rendering one exchange: the first special token after the answer.
+    None when the template closes turns with plain text only."""
+    marker = "doctune-end-of-turn-probe"
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "?"}, {"role": "assistant", "content": marker}],
+                                         tokenize=False)
+    after = text[text.rindex(marker) + len(marker):]
+    special = set(tokenizer.all_special_ids)
+    return next((i for i in tokenizer(after, add_special_tokens=False)["input_ids"] if i in special), None)
+
+
+def stop_token_ids(tokenizer, eos_token_id: int | list[int] | None = None) -> list[int]:
+    """What ends a generated answer: the chat template's end of turn, the tokenizer's end of sequence, and
+    `eos_token_id` (a generation config's, one id or several), sorted.
+
+    Training teaches the end of turn (TRL adds no end-of-sequence token to conversations), and a base model's
+    own generation config may stop only at end of text (Qwen2.5-3B's: `<|endoftext|>`), so without the end
+    of turn generation runs on to `max_new_tokens`, inventing further turns.
+    """
+    ids = set(eos_token_id if isinstance(eos_token_id, list) else [] if eos_token_id is None else [eos_token_id])
+    ids.update(i for i in (end_of_turn_id(tokenizer), tokenizer.eos_token_id) if i is not None)
+    return sorted(ids)

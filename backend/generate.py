@@ -21,7 +21,7 @@ import torch
 
 from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
 from backend.base_models import resolve_model_path
-from backend.chat import render_ids, to_prompt_completion
+from backend.chat import render_ids, stop_token_ids, to_prompt_completion
 from backend.device import cuda_bf16_supported
 
 
@@ -100,14 +100,6 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def _stop_ids(model, tokenizer) -> set[int]:
-    eos = getattr(model.generation_config, "eos_token_id", None)
-    ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
 # ---- generation ------------------------------------------------------------------------------------
 
 @torch.inference_mode()
@@ -126,10 +118,12 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, adapter: bool, batc
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prepare_tokenizer(tokenizer)
-    device, stop = _device(model), _stop_ids(model, tokenizer)
+    device, stop = _device(model), stop_token_ids(tokenizer, model.generation_config.eos_token_id)
     encoded = [render_ids(tokenizer, p, generation_prompt=True) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    gen_kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    # generation itself stops at the end of turn, not only the answer as cut below: no further turns invented
+    gen_kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
+                        "eos_token_id": stop}
     if greedy:
         gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
     else:

@@ -16,6 +16,7 @@ per-device batch is halved and gradient accumulation doubled, and the run resume
 
 from __future__ import annotations
 
+import copy
 import gc
 import hashlib
 import importlib.util
@@ -34,7 +35,7 @@ import torch
 
 from backend.adapter_files import RUN_CONFIG_FILE, TORCH_DTYPES
 from backend.base_models import resolve_model_path
-from backend.chat import to_prompt_completion
+from backend.chat import stop_token_ids, to_prompt_completion
 from backend.config import REPO_ROOT
 from backend.config_base import ConfigError
 from backend.device import cuda_bf16_supported, gpu_utilisation_percent
@@ -589,6 +590,8 @@ def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, tr
     shutil.rmtree(staging, ignore_errors=True)
     trainer.model.save_pretrained(staging)
     trainer.processing_class.save_pretrained(staging)
+    end_of_turn = generation_config_with_end_of_turn(trainer.model.get_base_model(), trainer.processing_class)
+    end_of_turn.save_pretrained(staging)
     record = {"train_config": cfg.to_dict(), "base_model_path": str(model_path),
               "global_step": trainer.state.global_step, "train_rows": len(train_rows), "val_rows": len(val_rows)}
     (staging / RUN_CONFIG_FILE).write_text(json.dumps(record, indent=2))
@@ -598,6 +601,17 @@ def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, tr
 
 
 # ---- after training --------------------------------------------------------------------------------
+
+def generation_config_with_end_of_turn(model, tokenizer):
+    """A copy of `model`'s generation config that stops at the chat template's end of turn too
+    (`backend.chat.stop_token_ids`), so whatever loads the adapter or the merged model stops where training
+    taught it to."""
+    config = copy.deepcopy(model.generation_config)
+    config.eos_token_id = stop_token_ids(tokenizer, config.eos_token_id)
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return config
+
 
 def _base_of(adapter_dir: Path) -> Path:
     record = json.loads((Path(adapter_dir) / RUN_CONFIG_FILE).read_text())
@@ -616,9 +630,11 @@ def merge_to_16bit(adapter_dir: Path, base: str | Path | None, out: Path, dtype:
     base_path = _base_of(adapter_dir) if base is None else resolve_model_path(str(base))
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=TORCH_DTYPES[dtype], local_files_only=True)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    tokenizer = AutoTokenizer.from_pretrained(adapter_dir)
+    merged.generation_config = generation_config_with_end_of_turn(merged, tokenizer)
     out = Path(out)
     merged.save_pretrained(out)
-    AutoTokenizer.from_pretrained(adapter_dir).save_pretrained(out)
+    tokenizer.save_pretrained(out)
     return out
 
 
