@@ -22,6 +22,7 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import shutil
 import threading
 import time
@@ -179,7 +180,7 @@ def lora_config(cfg: TrainConfig):
 
 def build_hf_model(cfg: TrainConfig, model_path: Path):
     """The `hf` engine's (peft model, tokenizer); `cfg` resolved for this machine. Adapter init seeded."""
-    from peft import get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig, set_seed
 
     dtype = TORCH_DTYPES[cfg.model.dtype]
@@ -189,10 +190,11 @@ def build_hf_model(cfg: TrainConfig, model_path: Path):
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=dtype)
         kwargs["device_map"] = {"": torch.cuda.current_device()}
+    # No peft `prepare_model_for_kbit_training`: it upcasts every non-4-bit weight to fp32 (Qwen2.5-3B's tied
+    # embedding from 0.6 to 1.2 GB) and so runs the residual stream in fp32, out of memory on 6 GB. What QLoRA
+    # needs besides, TRL 1.15 does: get_peft_model freezes the base, and SFTTrainer calls
+    # enable_input_require_grads when gradient checkpointing a peft model.
     model = AutoModelForCausalLM.from_pretrained(model_path, **kwargs)
-    if cfg.model.load_in_4bit:
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=cfg.training.gradient_checkpointing)
     set_seed(cfg.training.seed)
     model = get_peft_model(model, lora_config(cfg))
     return model, AutoTokenizer.from_pretrained(model_path, local_files_only=True)
@@ -207,7 +209,7 @@ def build_unsloth_model(cfg: TrainConfig, model_path: Path):
     dtype = None if cfg.model.dtype == "auto" else TORCH_DTYPES[cfg.model.dtype]
     model, tokenizer = FastLanguageModel.from_pretrained(
         model_name=str(model_path), max_seq_length=cfg.model.max_seq_length, dtype=dtype,
-        load_in_4bit=cfg.model.load_in_4bit)
+        load_in_4bit=cfg.model.load_in_4bit, local_files_only=True)
     lora = cfg.lora
     model = FastLanguageModel.get_peft_model(
         model, r=lora.r, lora_alpha=lora.alpha, target_modules=list(lora.target_modules),
@@ -215,6 +217,24 @@ def build_unsloth_model(cfg: TrainConfig, model_path: Path):
         use_gradient_checkpointing="unsloth" if cfg.training.gradient_checkpointing else False,
         random_state=cfg.training.seed, max_seq_length=cfg.model.max_seq_length)
     return model, tokenizer
+
+
+def unsloth_environment(out_dir: Path) -> dict[str, str]:
+    """The variables the training process sets before importing unsloth, which reads them at import: offline
+    (unsloth's `from_pretrained` otherwise asks the hub for statistics; only the run actor set this), and its
+    compiled kernels under the run's folder rather than `./unsloth_compiled_cache` in the working directory."""
+    return {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "UNSLOTH_COMPILE_LOCATION": str(Path(out_dir).resolve() / "unsloth_compiled_cache")}
+
+
+def free_unsloth_memory() -> None:
+    """`free_accelerator_memory` after resetting unsloth's offloaded-checkpointing buffers, which grow during
+    training and which unsloth resets only after a `train()` that succeeded: an out-of-memory attempt would
+    leave them at their grown size for the retry."""
+    from unsloth_zoo.gradient_checkpointing import reset_unsloth_gradient_checkpointing_buffers
+
+    reset_unsloth_gradient_checkpointing_buffers()
+    free_accelerator_memory()
 # ==== end of the unsloth engine ======================================================================
 
 
@@ -392,11 +412,12 @@ T = TypeVar("T")
 
 def run_with_oom_backoff(run_once: Callable[[int, int, bool], T], batch_size: int, grad_accum: int, *,
                          resume: bool, on_oom: Callable[[dict], None] | None = None,
-                         max_retries: int = MAX_OOM_RETRIES) -> tuple[T, int, int]:
+                         max_retries: int = MAX_OOM_RETRIES,
+                         free_memory: Callable[[], None] = free_accelerator_memory) -> tuple[T, int, int]:
     """`run_once(batch_size, grad_accum, resume)`, retried on out-of-memory with half the batch.
 
     Each retry halves the per-device batch (at least 1) and raises accumulation so the effective batch
-    stays the same, then resumes (from the last checkpoint, if any).
+    stays the same, then resumes (from the last checkpoint, if any); `free_memory` runs between attempts.
 
     Returns:
         (run_once's result, the batch size and accumulation it succeeded with).
@@ -416,7 +437,7 @@ def run_with_oom_backoff(run_once: Callable[[int, int, bool], T], batch_size: in
                     f"model.max_seq_length, use load_in_4bit, or pick a smaller preset") from exc
             error = str(exc).splitlines()[0][:300]
         # outside the except block, so the traceback and the frames holding the model are released
-        free_accelerator_memory()
+        free_memory()
         effective = batch_size * grad_accum
         new_batch = max(1, batch_size // 2)
         new_accum = math.ceil(effective / new_batch)
@@ -490,11 +511,12 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
     hardware = detect_hardware()
     cfg = resolve_for_hardware(cfg, **hardware)
     cuda = hardware["cuda"]
+    out_dir = Path(out_dir)
     if cfg.engine == "unsloth":
+        os.environ.update(unsloth_environment(out_dir))
         import unsloth  # noqa: F401  - before anything below imports transformers, TRL or peft, which it patches
     model_path = resolve_model_path(cfg.model.name_or_path, base_model_path)
     _check_model(cfg, model_path)
-    out_dir = Path(out_dir)
     checkpoints = out_dir / CHECKPOINTS
     if not resume and _last_checkpoint(checkpoints) is not None:
         raise ValueError(f"{out_dir} already holds checkpoints of an earlier run; resume it (resume=True) or "
@@ -534,7 +556,8 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
 
     (trainer, callback), batch, accum = run_with_oom_backoff(
         run_once, cfg.training.per_device_train_batch_size, cfg.training.gradient_accumulation_steps,
-        resume=resume, on_oom=lambda detail: events("oom", **detail))
+        resume=resume, on_oom=lambda detail: events("oom", **detail),
+        free_memory=free_unsloth_memory if cfg.engine == "unsloth" else free_accelerator_memory)
 
     state = trainer.state
     last_checkpoint = _last_checkpoint(checkpoints)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import types
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,10 +24,12 @@ from backend.train import (
     _sft_config,
     build_hf_model,
     export_gguf,
+    free_unsloth_memory,
     merge_to_16bit,
     rows_to_dataset,
     run_with_oom_backoff,
     train_adapter,
+    unsloth_environment,
 )
 from backend.train_config import load_preset, resolve_for_hardware
 
@@ -318,6 +321,70 @@ def test_oom_backoff_gives_up_at_batch_one_and_passes_other_errors_through():
 
     with pytest.raises(KeyError):
         run_with_oom_backoff(broken, 4, 1, resume=False)
+
+
+def test_oom_backoff_frees_memory_between_attempts_only():
+    freed, calls = [], []
+
+    def run_once(batch, accum, resume):
+        calls.append(batch)
+        if len(calls) < 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return "trained"
+
+    run_with_oom_backoff(run_once, 4, 1, resume=False, free_memory=lambda: freed.append(len(calls)))
+    assert freed == [1, 2]  # after each failed attempt, before the next one; not after the one that succeeded
+
+
+def test_unsloths_offloaded_checkpointing_buffers_are_reset_before_a_retry(monkeypatch):
+    """unsloth resets them only after a train() that succeeded; the retry after an out-of-memory must too."""
+    resets = []
+    zoo = types.ModuleType("unsloth_zoo")
+    checkpointing = types.ModuleType("unsloth_zoo.gradient_checkpointing")
+    checkpointing.reset_unsloth_gradient_checkpointing_buffers = lambda: resets.append("reset")
+    monkeypatch.setitem(sys.modules, "unsloth_zoo", zoo)
+    monkeypatch.setitem(sys.modules, "unsloth_zoo.gradient_checkpointing", checkpointing)
+    attempts = []
+
+    def run_once(batch, accum, resume):
+        attempts.append(len(resets))
+        if batch == 4:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
+        return "trained"
+
+    assert run_with_oom_backoff(run_once, 4, 1, resume=False, free_memory=free_unsloth_memory) == ("trained", 2, 2)
+    assert attempts == [0, 1]
+
+
+def test_unsloth_runs_offline_and_compiles_into_the_run_folder(tmp_path):
+    env = unsloth_environment(tmp_path / "run")
+    assert env["HF_HUB_OFFLINE"] == env["TRANSFORMERS_OFFLINE"] == env["HF_DATASETS_OFFLINE"] == "1"
+    assert Path(env["UNSLOTH_COMPILE_LOCATION"]) == (tmp_path / "run" / "unsloth_compiled_cache").resolve()
+
+
+def test_the_hf_engine_keeps_the_16bit_weights_of_a_4bit_model(monkeypatch, tiny):
+    """No fp32 upcast of the weights bitsandbytes leaves in 16-bit (embedding, norms, the tied LM head), which
+    peft's prepare_model_for_kbit_training did. The 4-bit load is faked: a bf16 model reporting 4-bit."""
+    from transformers import AutoModelForCausalLM
+
+    load = AutoModelForCausalLM.from_pretrained
+    seen = {}
+
+    def fake_4bit_load(path, **kwargs):
+        seen.update(kwargs)
+        model = load(path, dtype=kwargs["dtype"], local_files_only=True)
+        model.is_loaded_in_4bit = True
+        return model
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", fake_4bit_load)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    cfg = load_preset("tiny")
+    cfg = replace(cfg, model=replace(cfg.model, dtype="bf16", load_in_4bit=True))
+    model, _ = build_hf_model(cfg, tiny)
+    assert seen["quantization_config"].load_in_4bit and seen["dtype"] == torch.bfloat16
+    base = {n: p for n, p in model.named_parameters() if "lora_" not in n}
+    assert base and all(p.dtype == torch.bfloat16 and not p.requires_grad for p in base.values())
+    assert all(p.requires_grad for n, p in model.named_parameters() if "lora_" in n)
 
 
 # ---- bad input, refused before anything is written -------------------------------------------------
