@@ -135,8 +135,11 @@ def check_torch_sees_gpu(state: GpuState | None, torch_info: dict | None) -> Non
     """Raises SetupError when nvidia-smi shows a GPU and the installed torch cannot use it."""
     if state is None or (torch_info is not None and torch_info["available"]):
         return
-    build = "no torch" if torch_info is None else (
-        f"torch {torch_info['version']} ({'a CPU build' if torch_info['cuda'] is None else 'CUDA ' + torch_info['cuda']})")
+    if torch_info is None:
+        build = "no torch"
+    else:
+        kind = "a CPU build" if torch_info["cuda"] is None else f"CUDA {torch_info['cuda']}"
+        build = f"torch {torch_info['version']} ({kind})"
     raise SetupError(f"nvidia-smi shows {state.line()}, but {build} cannot see it, so a GPU preset would refuse "
                      f"to start; `make clean setup` installs the build this driver runs "
                      f"({choose_torch(state).requirement})")

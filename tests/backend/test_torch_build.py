@@ -55,7 +55,8 @@ LAPTOP = [("NVIDIA GeForce RTX 3060 Laptop GPU", "8.6")]
 @pytest.mark.parametrize("driver, cuda, cards, command", [
     ("580.65.06", "13.0", LAPTOP, "install -q torch==2.14.1"),
     ("575.57.08", "12.9", LAPTOP, "install -q --index-url https://download.pytorch.org/whl/cu128 torch==2.14.1+cu128"),
-    ("570.133.20", "12.8", [("Tesla T4", "7.5")], "--index-url https://download.pytorch.org/whl/cu128 torch==2.14.1+cu128"),
+    ("570.133.20", "12.8", [("Tesla T4", "7.5")],
+     "--index-url https://download.pytorch.org/whl/cu128 torch==2.14.1+cu128"),
     # CUDA 13 drops cards below sm_75: a V100 on a new driver still gets a CUDA 12 build
     ("580.65.06", "13.0", [("Tesla V100-SXM2-16GB", "7.0")], "--index-url https://download.pytorch.org/whl/cu128"),
     ("560.35.03", "12.6", [("NVIDIA GeForce GTX 1080", "6.1")], "--index-url https://download.pytorch.org/whl/cu126"),
