@@ -645,6 +645,7 @@ def merge_to_16bit(adapter_dir: Path, base: str | Path | None, out: Path, dtype:
     """The base model with the adapter merged in (peft `merge_and_unload`), saved to `out` in `dtype`.
 
     The base is loaded in 16-bit even when it was trained in 4-bit, so the merged weights are not quantised.
+    Its generation config stops at the chat template's end of turn too (`generation_config_with_end_of_turn`).
     `base` None: the base recorded in the adapter's doctune_train_config.json. `dtype`: bf16, fp16 or fp32.
     """
     from peft import PeftModel
