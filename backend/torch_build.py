@@ -72,6 +72,9 @@ def gpu_state() -> GpuState | None:
     """What `nvidia-smi` shows; None where it is missing or finds no GPU."""
     query = _run(["nvidia-smi", "--query-gpu=name,driver_version,compute_cap", "--format=csv,noheader"])
     header = _run(["nvidia-smi"])
+    if header is not None and query is None and "CUDA Version" in header:  # compute_cap: drivers 510 and newer
+        raise SetupError("nvidia-smi shows a GPU but cannot report its compute capability: the driver predates "
+                         "R510, too old for any torch build this project installs; update the NVIDIA driver")
     if not query or not query.strip() or header is None:
         return None
     gpus, drivers = [], set()

@@ -85,6 +85,15 @@ def test_a_driver_too_old_for_any_build_is_refused_with_the_fix(tmp_path):
     assert "update the NVIDIA driver" in out.stderr
 
 
+def test_a_driver_too_old_to_report_compute_capability_is_refused(tmp_path):
+    script = tmp_path / "nvidia-smi"
+    script.write_text('#!/bin/sh\ncase "$1" in\n  --query-gpu=*) echo "Field is not a valid field to query."; exit 2;;\n'
+                      '  *) echo "| NVIDIA-SMI 470.82.01  Driver Version: 470.82.01  CUDA Version: 11.4 |";;\nesac\n')
+    script.chmod(0o755)
+    out = run_tool("state", path=tmp_path)
+    assert out.returncode == 1 and "predates R510" in out.stderr and "update the NVIDIA driver" in out.stderr
+
+
 def test_setup_stops_loudly_when_torch_cannot_see_the_gpu_nvidia_smi_shows(tmp_path):
     out = run_tool("check", path=fake_nvidia_smi(tmp_path, "575.57.08", "12.9", LAPTOP))
     assert out.returncode == 1
