@@ -14,6 +14,7 @@ for `doctune models`. Nothing here imports torch until a conversion runs.
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import importlib.util
 import json
@@ -84,8 +85,9 @@ def convert_smol(gguf: Path, out_dir: Path) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder, name = str(gguf.parent), gguf.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    with _gguf_parsed_once():
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
     tokenizer.eos_token = IM_END
     tokenizer.pad_token = IM_END
     if tokenizer.chat_template is None or IM_END not in tokenizer.chat_template:
@@ -101,6 +103,22 @@ def convert_smol(gguf: Path, out_dir: Path) -> Path:
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     return out_dir
+
+
+@contextmanager
+def _gguf_parsed_once():
+    """transformers reads the GGUF anew for the tokenizer, the config and the weights (four parses of its 49k-token
+    vocabulary in pure Python) and builds the tensor-name map once per module (~400 times): while converting, the
+    `gguf` package hands out one reader per file and one map per architecture. The same files come out for less than
+    half the CPU time (bench/bench_smol_convert.py)."""
+    import gguf
+
+    reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
+    gguf.GGUFReader, gguf.get_tensor_name_map = functools.cache(reader), functools.cache(name_map)
+    try:
+        yield
+    finally:
+        gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
 
 @contextmanager

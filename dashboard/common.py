@@ -69,10 +69,14 @@ def run_picker(runs: list[dict], state_key: str, key: str | None = None) -> dict
     """A selectbox of runs (newest first) showing each one's status; the run last started from this page
     (its id in `st.session_state[state_key]`) is preselected, unless a link names another (`?run=ID`; a page
     that starts a run drops the link's). With a widget `key`, the choice survives a change of status in the labels
-    (a refreshing panel). Returns the chosen run."""
+    (a refreshing panel), until a link names another run. Returns the chosen run."""
     ids = [r["run_id"] for r in runs]
     status = {r["run_id"]: r["status"] for r in runs}
     linked = st.query_params.get("run")
+    if key is not None:
+        if linked in ids and st.session_state.get(f"{key}-link") != linked:
+            st.session_state.pop(key, None)  # a link not seen before wins over the choice the widget kept
+        st.session_state[f"{key}-link"] = linked
     chosen = linked if linked in ids else st.session_state.get(state_key)
     run_id = st.selectbox("Run", ids, index=ids.index(chosen) if chosen in ids else 0, key=key,
                           format_func=lambda i: f"{i} ({status_label(status[i])})")

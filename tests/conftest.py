@@ -59,6 +59,16 @@ def home(tmp_path) -> Path:
 
 
 @pytest.fixture
+def cluster_home(tmp_path) -> Path:
+    """A fresh home whose own Ray cluster is started first, so that every command of the test, its dashboard and
+    its client process join that one (a Ray start per test, not per command); stopped at the end."""
+    from tests.dashboard_browser import home_cluster
+
+    with home_cluster(tmp_path / "home") as home:
+        yield home
+
+
+@pytest.fixture
 def client(ray_session, home):
     """A DocTune client on a fresh home; its store actor is closed afterwards."""
     from actors.client import DocTune

@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import queue
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, run_cli
 
 CHROMIUM = "/usr/bin/chromium"
 PAGES = ("overview", "dataset", "synthesis", "training", "compare", "evaluation")
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync"]
+
+
+@contextmanager
+def home_cluster(home: Path):
+    """This home's Ray cluster, started before a test's first command so that every command, the dashboard and the
+    client process join it (one Ray start a test, not one a command); stopped afterwards, its client process first."""
+    out = run_cli("cluster", "start", home=home)
+    assert out.returncode == 0, out.stderr[-3000:]
+    try:
+        yield home
+    finally:
+        close_client(home)
+        run_cli("cluster", "stop", home=home)
 
 
 def free_port() -> int:
@@ -103,18 +120,81 @@ def launch(p):
 
 
 
+# one line in, one line out: a call `[method, args]` as JSON, its answer as `ANSWER` + JSON (a traceback as `FAILED`)
+CLIENT_LOOP = """
+import json, sys, traceback
+from actors.client import DocTune
+dt = DocTune(sys.argv[1])
+for line in sys.stdin:
+    method, args = json.loads(line)
+    try:
+        print("ANSWER" + json.dumps(getattr(dt, method)(*args), default=str), flush=True)
+    except Exception:
+        print("FAILED" + json.dumps(traceback.format_exc()), flush=True)
+"""
+
+
+class ClientProcess:
+    """The client API (`actors.client.DocTune`) of a home in a process of its own that joins the home's cluster
+    once and then answers call after call: a poll costs a round trip to the store actor, not a Python start, the
+    client's imports and a Ray join each time (measured: bench/bench_test_polling.py)."""
+
+    def __init__(self, home: Path):
+        env = dict(os.environ)
+        env.pop("RAY_ADDRESS", None)
+        self.log = open(home / "client-process.log", "ab")
+        self.proc = subprocess.Popen([sys.executable, "-c", CLIENT_LOOP, str(home)], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=REPO,
+                                     start_new_session=True)
+        self.lines: queue.Queue = queue.Queue()
+        # a thread reads the answers, so that each wait for one is bounded
+        threading.Thread(target=lambda: [self.lines.put(x) for x in self.proc.stdout], daemon=True).start()
+
+    def ask(self, method: str, *args, timeout_s: float = 180):
+        self.proc.stdin.write(json.dumps([method, list(args)]) + "\n")
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout_s
+        while True:  # lines other than answers (a library's notice on stdout) are skipped
+            try:
+                line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"the client process did not answer {method} within {timeout_s:.0f} s")
+            if line.startswith("FAILED"):
+                raise AssertionError(f"{method}{args}: {json.loads(line[6:])}")
+            if line.startswith("ANSWER"):
+                return json.loads(line[6:])
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+_clients: dict[Path, ClientProcess] = {}
+
+
 def client_answer(home: Path, method: str, *args: str):
     """What the client API (`actors.client.DocTune`) answers for this home, asked from a process of its own that
-    joins the dashboard's cluster: a browser test waits on a run's state there, never on a guess of how fast
-    this machine draws a page."""
-    code = ("import json, sys; from actors.client import DocTune; dt = DocTune(sys.argv[1]); "
-            "print(json.dumps(getattr(dt, sys.argv[2])(*sys.argv[3:]), default=str))")
-    env = dict(os.environ)
-    env.pop("RAY_ADDRESS", None)
-    out = subprocess.run([sys.executable, "-c", code, str(home), method, *args], capture_output=True, text=True,
-                         timeout=180, env=env, cwd=REPO)
-    assert out.returncode == 0, out.stderr[-3000:]
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    joins the dashboard's cluster (one per home, started on the first question and again if it ended): a browser
+    test waits on a run's state there, never on a guess of how fast this machine draws a page."""
+    client = _clients.get(home)
+    if client is None or client.proc.poll() is not None:
+        client = _clients[home] = ClientProcess(home)
+    return client.ask(method, *args)
+
+
+def close_client(home: Path) -> None:
+    """End this home's client process (before its cluster stops)."""
+    client = _clients.pop(home, None)
+    if client is not None:
+        client.close()
+
+
+atexit.register(lambda: [close_client(h) for h in list(_clients)])
 
 
 def wait_until(ask, done, what: str, timeout_s: float = 900, every_s: float = 2):

@@ -128,11 +128,12 @@ ENDED = ("cancelled", "failed", "interrupted", "budget_stopped")
 def live_progress(run_id: str) -> None:
     p = dt.synth_progress(run_id)
     live = p["status"] in LIVE
+    first = [p]  # the first draw shows the read above; the fragment's own reruns (every 2 s) read afresh
 
     @st.fragment(run_every=2 if live else None)
     def panel():
         with failures_shown("Loading the run's progress"):
-            q = dt.synth_progress(run_id)
+            q = first.pop() if first else dt.synth_progress(run_id)
             figures(q)
             failure_breakdown(q)
             cost_note(q)

@@ -65,9 +65,9 @@ def wait_curated(home, run_id: str) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the waits are bounded each; a loaded machine is slow, not wrong
-def test_dashboard_in_a_real_browser(tmp_path):
+def test_dashboard_in_a_real_browser(cluster_home):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    home = tmp_path / "home"
+    home = cluster_home
     out = run_cli("ingest", str(SAMPLE_REPO), "--project", "sample", home=home)
     assert out.returncode == 0, out.stderr
     env = {"DOCTUNE_API_KEY": KEY}
@@ -120,4 +120,3 @@ def test_dashboard_in_a_real_browser(tmp_path):
             chromium.close()
     finally:
         kill(dashboard)
-        run_cli("cluster", "stop", home=home)

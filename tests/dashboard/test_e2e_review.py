@@ -2,16 +2,15 @@
 
 Two flows of issue 14: a multi-turn sample edited turn by turn on the Corpus & dataset page is in the export; and
 a review saved on the page survives "Retry dead letters" on the Synthesis page: the retry's version is built on the
-reviewed one and keeps its edit and its rejection. Runs are started and watched through the client (the `doctune`
-commands, in this home's cluster, which the dashboard joins) with generous bounds, never by guessing how fast this
-machine is. Screenshots go to `test-artifacts/dashboard/review-*.png`.
+reviewed one and keeps its edit and its rejection. Runs are started by the `doctune` commands and watched through
+the client API, all in this home's cluster (started first; the dashboard joins it), with generous bounds, never by
+guessing how fast this machine is. Screenshots go to `test-artifacts/dashboard/review-*.png`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 from contextlib import contextmanager
 
 import pytest
@@ -20,7 +19,7 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from backend.config import SAMPLE_REPO
 from conftest import REPO, run_cli
 from tests import dashboard_browser as browser
-from tests.dashboard_browser import kill, settle, start_dashboard
+from tests.dashboard_browser import client_answer, kill, settle, start_dashboard, wait_until
 from tests.fake_llm import Faults, FakeLLMServer
 
 SHOTS = REPO / "test-artifacts" / "dashboard"
@@ -33,7 +32,7 @@ def cli_json(home, *args: str):
 
 
 def versions(home) -> dict[str, dict]:
-    return {d["version"]: d for d in cli_json(home, "datasets", "--project", "s")}
+    return {d["version"]: d for d in client_answer(home, "datasets", "s")}
 
 
 def exported(home, out_dir) -> tuple[str, list[dict]]:
@@ -47,22 +46,19 @@ def exported(home, out_dir) -> tuple[str, list[dict]]:
 
 @contextmanager
 def dashboard_page(home):
-    """This home's cluster, the dashboard on it, and a chromium page; everything stopped afterwards."""
+    """The dashboard on this home's cluster (the `cluster_home` fixture's) and a chromium page; both stopped
+    afterwards."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    assert run_cli("cluster", "start", home=home).returncode == 0
     port = browser.free_port()
-    dashboard = None
+    dashboard = start_dashboard(home, port, {})
     try:
-        dashboard = start_dashboard(home, port, {})
         with browser.browser_session() as p:
             chromium = browser.launch(p)
             page = chromium.new_page(viewport={"width": 1400, "height": 2400})
             yield page, f"http://127.0.0.1:{port}"
             chromium.close()
     finally:
-        if dashboard is not None:
-            kill(dashboard)
-        run_cli("cluster", "stop", home=home)
+        kill(dashboard)
 
 
 def open_dataset(page, base: str, *, task: str | None = None) -> str:
@@ -115,8 +111,8 @@ def save_review(page, button: str, note: str) -> None:
 
 
 @pytest.mark.slow
-def test_edit_a_multi_turn_sample_and_find_the_edit_in_the_export(tmp_path):
-    home = tmp_path / "home"
+def test_edit_a_multi_turn_sample_and_find_the_edit_in_the_export(tmp_path, cluster_home):
+    home = cluster_home
     assert run_cli("ingest", str(SAMPLE_REPO), "--project", "s", home=home).returncode == 0
     assert run_cli("synth", "--project", "s", "--max-chunks", "30", home=home).returncode == 0  # heuristic: v1
     edit = "EDITED IN THE BROWSER: pass the manifest path, then call load()."
@@ -141,8 +137,8 @@ def test_edit_a_multi_turn_sample_and_find_the_edit_in_the_export(tmp_path):
 
 
 @pytest.mark.slow
-def test_review_then_retry_dead_letters_keeps_the_review(tmp_path):
-    home = tmp_path / "home"
+def test_review_then_retry_dead_letters_keeps_the_review(tmp_path, cluster_home):
+    home = cluster_home
     assert run_cli("ingest", str(SAMPLE_REPO), "--project", "s", home=home).returncode == 0
     edit = "REVIEWED BEFORE THE RETRY: the answer a reviewer wrote."
     with FakeLLMServer(latency_s=0.01, faults=Faults(p_500=0.3)) as llm:
@@ -171,10 +167,7 @@ def test_review_then_retry_dead_letters_keeps_the_review(tmp_path):
             browser.visit(page, base, "synthesis")
             page.get_by_role("button", name="Retry dead letters").click()
             settle(page)
-            deadline = time.monotonic() + 300  # the retry's version, watched through the client
-            while "v3" not in (listed := versions(home)) and time.monotonic() < deadline:
-                time.sleep(2)
-            assert "v3" in listed, cli_json(home, "runs", "--project", "s")
+            listed = wait_until(lambda: versions(home), lambda v: "v3" in v, "the retry's version v3", timeout_s=300)
             page.screenshot(path=str(SHOTS / "review-4-retried.png"), full_page=True)
 
             text = open_dataset(page, base)

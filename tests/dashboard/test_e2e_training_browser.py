@@ -49,6 +49,18 @@ def start_tiny_run(page, base: str) -> str:
     return re.search(r"Queued (train-\S+) on", page.inner_text("body")).group(1)
 
 
+def run_to_its_end(page, home, button: str, kind: str) -> dict:
+    """Click a next step's `button`, then wait on the `kind` run it started (through the client) until it ends;
+    returns that run, completed."""
+    page.get_by_role("button", name=button, exact=True).click()
+    page.get_by_text(f"Started {kind}-").wait_for(timeout=90_000)
+    run_id = re.search(rf"Started ({kind}-\S+);", page.inner_text("body")).group(1)
+    run = wait_until(lambda: run_of(home, "sample", run_id), lambda r: r["status"] not in ACTIVE,
+                     f"the {kind} run {run_id} ended")
+    assert run["status"] == "completed", run
+    return run
+
+
 def plotted(page) -> list[dict]:
     """The traces of every Plotly chart on the page as the browser drew them (`_fullData`: the arrays decoded),
     each with its metric (the facet Plotly Express names in the hover template)."""
@@ -59,9 +71,9 @@ def plotted(page) -> list[dict]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)  # the waits are bounded each; a loaded machine is slow, not wrong
-def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_path):
+def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_path, cluster_home):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    home = tmp_path / "home"
+    home = cluster_home
     for args in (("ingest", str(SAMPLE_REPO), "--project", "sample"),
                  ("synth", "--project", "sample", "--max-chunks", "30")):
         out = run_cli(*args, home=home, timeout=600)
@@ -125,12 +137,7 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
             page.get_by_label("Max new tokens").fill("8")
             page.get_by_label("Judge base URL").fill(llm.base_url)
             page.get_by_label("Judge model").fill("fake-model")
-            page.get_by_role("button", name="Evaluate", exact=True).click()
-            page.get_by_text("Started eval-").wait_for(timeout=90_000)
-            eval_id = re.search(r"Started (eval-\S+);", page.inner_text("body")).group(1)
-            evaluated = wait_until(lambda: run_of(home, "sample", eval_id), lambda r: r["status"] not in ACTIVE,
-                                   "the evaluation finished")
-            assert evaluated["status"] == "completed", evaluated
+            eval_id = run_to_its_end(page, home, "Evaluate", "eval")["run_id"]
             assert llm.stats()["pairwise"] > 0, llm.stats()  # the judge was asked
             text = open_page(page, base, "training")
             assert re.search(rf"{eval_id} evaluation, completed, .* — ROUGE-L tuned \d\.\d{{3}}", text), text
@@ -150,12 +157,8 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
             # merge the adapter, in a run of its own
             page.get_by_role("tab", name="Merge").click()
             page.get_by_role("radiogroup", name="Precision").get_by_text("fp32", exact=True).click()
-            page.get_by_role("button", name="Merge", exact=True).click()
-            page.get_by_text("Started merge-").wait_for(timeout=90_000)
-            merge_id = re.search(r"Started (merge-\S+);", page.inner_text("body")).group(1)
-            merged = wait_until(lambda: run_of(home, "sample", merge_id), lambda r: r["status"] not in ACTIVE,
-                                "the merge finished")
-            assert merged["status"] == "completed", merged
+            merged = run_to_its_end(page, home, "Merge", "merge")
+            merge_id = merged["run_id"]
             assert (Path(merged["summary"]["merged"]) / "config.json").exists()
             text = open_page(page, base, "training")
             assert f"{merge_id} merge, completed" in text
@@ -163,4 +166,3 @@ def test_train_watch_resume_compare_then_evaluate_export_merge_in_a_browser(tmp_
             chromium.close()
     finally:
         kill(dashboard)
-        run_cli("cluster", "stop", home=home)

@@ -3,22 +3,22 @@
 A synthesis against the fake LLM server answering 45% of requests with HTTP 500 shows those 500s counted (not
 "Failed 0"), says its model has no price and no budget can apply, and offers no requests/min once it ended. An
 evaluation of the `tiny` model (random weights) shows the degenerate-output banner and says the base is random.
-Each test waits on the run's state through the CLI (`doctune runs --json`, which joins the dashboard's cluster),
-with a generous bound, never on a guess of how fast this machine is. Screenshots go to `test-artifacts/dashboard/`.
+Each test's home has its own cluster, started first (every command and the dashboard join it), and waits on the run's
+state through the client API (`client_answer`, a process that joins that cluster) with a generous bound, never on a
+guess of how fast this machine is. Screenshots go to `test-artifacts/dashboard/`.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import time
 
 import pytest
 
 from backend.config import SAMPLE_REPO
 from conftest import REPO, run_cli
 from tests import dashboard_browser as browser
-from tests.dashboard_browser import settle, start_dashboard
+from tests.dashboard_browser import client_answer, settle, start_dashboard, wait_until
 from tests.fake_llm import Faults, FakeLLMServer
 
 SHOTS = REPO / "test-artifacts" / "dashboard"
@@ -30,15 +30,13 @@ def ok(out):
 
 
 def wait_for_run(home, kind: str, timeout_s: float = 600) -> dict:
-    """The newest run of `kind` once it has ended, read through the client (the CLI joins the dashboard's cluster)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        runs = [r for r in json.loads(ok(run_cli("runs", "--json", home=home)).stdout) if r["kind"] == kind]
-        if runs and runs[0]["status"] not in {"queued", "running"} and (kind != "synth" or runs[0]["summary"].get(
-                "dataset")):
-            return runs[0]
-        time.sleep(2)
-    raise AssertionError(f"no {kind} run ended within {timeout_s} s")
+    """The newest run of `kind` once it has ended (a synthesis: once curated), read through the client API."""
+    def ended(runs: list[dict]) -> bool:
+        return bool(runs) and runs[0]["status"] not in {"queued", "running"} and (
+            kind != "synth" or bool(runs[0]["summary"].get("dataset")))
+
+    return wait_until(lambda: [r for r in client_answer(home, "runs", "sample") if r["kind"] == kind], ended,
+                      f"a {kind} run ended", timeout_s)[0]
 
 
 def tiles(page) -> dict[str, str]:
@@ -51,9 +49,9 @@ def tiles(page) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
+def test_a_synthesis_with_500s_shows_them_counted(cluster_home):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    home = tmp_path / "home"
+    home = cluster_home
     ok(run_cli("ingest", str(SAMPLE_REPO), "--project", "sample", home=home))
     port = browser.free_port()
     base = f"http://127.0.0.1:{port}"
@@ -81,7 +79,7 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             run = wait_for_run(home, "synth")
             assert run["status"] == "completed"
             served = llm.stats()
-            page.goto(f"{base}/synthesis?project=sample&run={run['id']}")
+            page.goto(f"{base}/synthesis?project=sample&run={run['run_id']}")
             settle(page)
             page.get_by_text("Failed attempts by class").wait_for(timeout=60_000)
             text = page.inner_text("body")
@@ -96,13 +94,12 @@ def test_a_synthesis_with_500s_shows_them_counted(tmp_path):
             chromium.close()
     finally:
         browser.kill(dashboard)
-        run_cli("cluster", "stop", home=home)
 
 
 @pytest.mark.slow
-def test_the_evaluation_page_shows_the_degenerate_output_banner_for_tiny(tmp_path):
+def test_the_evaluation_page_shows_the_degenerate_output_banner_for_tiny(cluster_home):
     SHOTS.mkdir(parents=True, exist_ok=True)
-    home = tmp_path / "home"
+    home = cluster_home
     ok(run_cli("ingest", str(SAMPLE_REPO), "--project", "sample", home=home))
     ok(run_cli("synth", "--project", "sample", "--max-chunks", "40", home=home, timeout=300))
     ok(run_cli("train", "--project", "sample", "--preset", "tiny", "--max-steps", "10", home=home, timeout=600))
@@ -133,4 +130,3 @@ def test_the_evaluation_page_shows_the_degenerate_output_banner_for_tiny(tmp_pat
             chromium.close()
     finally:
         browser.kill(dashboard)
-        run_cli("cluster", "stop", home=home)

@@ -549,3 +549,29 @@ def test_synthesis_page_charts_the_limiter(dash):
     assert len(charts) == 1
     assert all(f'"name":"{name}"' in charts[0].proto.spec.replace(" ", "")
                for name in ("ok", "429", "errors", "stalls", "in-flightcap", "inflight"))
+
+
+def test_a_changed_run_link_wins_over_the_run_picked_before(seeded):
+    """The training picker keeps its choice across reruns (a refreshing panel), but a `?run=` link it has not
+    seen yet chooses the run it names."""
+    first, second = TRAIN_RUNS
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    at.run()
+    clean(at.switch_page("views/training.py").run())
+    clean(at.selectbox(key="train-run-picked").select(second).run())
+    at.query_params["run"] = first  # a link to the other run, after a choice on the page
+    clean(at.run())
+    assert at.selectbox(key="train-run-picked").value == first
+    clean(at.selectbox(key="train-run-picked").select(second).run())
+    clean(at.run())  # the same link again: the choice made on the page stays
+    assert at.selectbox(key="train-run-picked").value == second
+
+
+def test_the_synthesis_panel_reads_the_run_progress_once_per_draw(seeded, monkeypatch):
+    from dashboard.common import client
+
+    dt, reads = client(), []
+    read = dt.synth_progress
+    monkeypatch.setattr(dt, "synth_progress", lambda run_id: reads.append(run_id) or read(run_id))
+    open_page("synthesis")
+    assert reads == [SYNTH_RUN]
