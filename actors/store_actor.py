@@ -185,6 +185,12 @@ class StoreClient:
     def dataset_rows(self, project: str, version: str) -> list[dict]:
         return self._get(self.actor.dataset_rows.remote(project, version))
 
+    def dataset_files(self, project: str, version: str) -> dict[str, str]:
+        return self._get(self.actor.dataset_files.remote(project, version))
+
+    def dataset_path_counts(self, project: str, version: str, split: str | None = None) -> dict[str, int]:
+        return self._get(self.actor.dataset_path_counts.remote(project, version, split))
+
     def dataset_profile(self, project: str, version: str) -> dict[str, Any]:
         return self._get(self.actor.dataset_profile.remote(project, version))
 
