@@ -124,6 +124,21 @@ class DocTune:
         return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
                                on_progress=on_progress, curate_cfg=curate_cfg, wait=wait)
 
+    def refresh(self, project: str, cfg: SynthConfig | None = None, *, dry_run: bool = False,
+                on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Bring the current dataset version up to the repository on disk: re-ingest, synthesize only for new or
+        changed text, retire the samples of changed or deleted text, curate a new version (operation `refresh`).
+        `cfg` defaults to the config of the version's synthesis run. With `dry_run`, what it would do; nothing is
+        written or sent. See `actors/refresh_run.py`.
+
+        Raises:
+            KeyError: no such project.
+            ValueError: the project has no dataset version yet.
+        """
+        from actors.refresh_run import refresh_project
+
+        return refresh_project(self, project, cfg, dry_run=dry_run, on_progress=on_progress)
+
     def _synth_run_config(self, run_id: str) -> tuple[dict, SynthConfig]:
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":

@@ -205,6 +205,17 @@ class DatasetStore(StoreCore):
             r["messages"] = json.loads(r["messages"]) if r["messages"] else None
         return rows
 
+    def dataset_config(self, project: str, version: str) -> dict:
+        """The curation settings that made `version` (`dataclasses.asdict` of its CurateConfig).
+
+        Raises:
+            KeyError: no such version."""
+        row = self.con.execute("SELECT config FROM datasets WHERE project = ? AND version = ?",
+                               [project, version]).fetchone()
+        if row is None:
+            raise KeyError(f"dataset {project}/{version} does not exist")
+        return json.loads(row[0]) if row[0] else {}
+
     def dataset_files(self, project: str, version: str) -> dict[str, str]:
         """path -> sha256 of the files `version` was made from (`backend.refresh.changed_files` compares two)."""
         return dict(self.con.execute("SELECT path, sha256 FROM dataset_files WHERE project = ? AND version = ?",
