@@ -11,6 +11,7 @@ kind `refresh` (its summary: the plan, the synthesis run, the new version).
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 
 from backend.chunk import chunk_files, chunker_fingerprint
 from backend.curate import curate
@@ -117,6 +118,42 @@ def curate_refresh(store: StoreClient, project: str, parent: str, source_runs: l
     runs = source_runs + ([run_id] if run_id else [])
     return store.create_dataset(project, result.kept, source_runs=runs, config=asdict(cfg), stats=stats,
                                 parent=parent, operation="refresh", note=f"refresh of {parent}")
+
+
+def dataset_drift(store: StoreClient, project: str, version: str, against: str | None = None,
+                  on_disk: dict[str, str] | None = None) -> dict:
+    """What changed in `project`'s files since `version` was made: against version `against`, else the repository
+    on disk (`on_disk`, else read now). `stale`: how many of `version`'s samples, per split, came from a file
+    changed or deleted since."""
+    if against is not None:
+        now = store.dataset_files(project, against)
+    else:
+        now = on_disk if on_disk is not None else files_on_disk(store, project)
+        if now is None:  # the repository is not on this machine (any more)
+            return {"version": version, "against": None, "added": [], "changed": [], "deleted": [], "renamed": [],
+                    "stale": {}}
+    changes = changed_files(store.dataset_files(project, version), now)
+    gone = set(changes.changed) | set(changes.deleted)
+    stale: dict[str, int] = {}
+    for split in ("train", "val", "test", "probe"):
+        counts = store.dataset_path_counts(project, version, split)
+        stale[split] = sum(n for path, n in counts.items() if path in gone)
+    return {"version": version, "against": against or "disk", **changes.as_dict(), "stale": stale}
+
+
+def files_on_disk(store: StoreClient, project: str) -> dict[str, str] | None:
+    """path -> sha256 of the files an ingest of the project's repository would read now (nothing is chunked); None
+    when its folder is gone."""
+    root = next((p["root"] for p in store.projects() if p["name"] == project), None)
+    if root is None:
+        raise KeyError(project)
+    if not Path(root).is_dir():
+        return None
+    cfg = _ingest_config(store, project)
+    known = {path: (sha, chunker, status) for path, (sha, chunker, status) in store.file_index(project).items()
+             if status == "ok"}
+    plan = plan_ingest(root, cfg, known, chunker_fingerprint(cfg.chunk))
+    return {p: known[p][0] for p in plan.unchanged} | {i.path: i.sha256 for i in plan.to_chunk}
 
 
 def _synth_config(store: StoreClient, source_runs: list[str]) -> SynthConfig:

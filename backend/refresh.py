@@ -113,7 +113,7 @@ def plan_refresh(rows: list[dict], earlier: list[dict], dead_keys: set[str], chu
     known_keys = dead_keys | {s["cache_key"] for s in earlier}
     by_key = {u.cache_key: u for u in units}
     by_chunk = {c["chunk_id"]: c for c in chunks}
-    keep, retire = [], []
+    keep, retire, renamed_before = [], [], set()
     for r in rows:
         u = by_key.get(r.get("cache_key"))
         if u is not None:
@@ -121,10 +121,12 @@ def plan_refresh(rows: list[dict], earlier: list[dict], dead_keys: set[str], chu
         elif r.get("chunk_id") in by_chunk:  # carried by an earlier rename: its chunk is unchanged
             c = by_chunk[r["chunk_id"]]
             keep.append(_moved(r, c["start_line"], c["end_line"], c.get("git_commit"), c["file_sha256"]))
+            renamed_before.add(c["chunk_id"])
         else:
             retire.append(r)
     splits = file_splits(rows)
     carried, covered = _carry_renamed(retire, known_keys, chunks, files.renamed, cfg, project)
+    covered |= renamed_before
     for old, new in files.renamed:
         if old in splits:
             splits[new] = splits[old]
