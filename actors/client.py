@@ -124,6 +124,61 @@ class DocTune:
         return start_synth_run(self, project, cfg, retry_failed=retry_failed, new_run=new_run, dry_run=dry_run,
                                on_progress=on_progress, curate_cfg=curate_cfg, wait=wait)
 
+    def refresh(self, project: str, cfg: SynthConfig | None = None, *, dry_run: bool = False,
+                on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Bring the current dataset version up to the repository on disk: re-ingest, synthesize only for new or
+        changed text, retire the samples of changed or deleted text, curate a new version (operation `refresh`).
+        `cfg` defaults to the config of the version's synthesis run. With `dry_run`, what it would do; nothing is
+        written or sent. See `actors/refresh_run.py`.
+
+        Raises:
+            KeyError: no such project.
+            ValueError: the project has no dataset version yet.
+        """
+        from actors.refresh_run import refresh_project
+
+        return refresh_project(self, project, cfg, dry_run=dry_run, on_progress=on_progress)
+
+    def dataset_drift(self, project: str, version: str | None = None, against: str | None = None) -> dict:
+        """What changed in the source files since `version` (default: the current one) was made, against version
+        `against` or (None) the repository on disk now: `added`, `changed`, `deleted`, `renamed` (old, new) paths,
+        and `stale`: split -> how many of `version`'s samples came from a changed or deleted file. `against` is
+        None when the repository's folder is not on this machine.
+
+        Raises:
+            KeyError: no such project.
+        """
+        from actors.refresh_run import dataset_drift
+
+        version = version or self.store.current_dataset(project)
+        if version is None:
+            return {"version": None, "against": against or "disk", "added": [], "changed": [], "deleted": [],
+                    "renamed": [], "stale": {}}
+        return dataset_drift(self.store, project, version, against)
+
+    def adapter_drift(self, project: str) -> list[dict]:
+        """Each completed training run of `project`, newest first: `run_id`, the `dataset` version it trained on,
+        `trained_on` (its train samples) and `stale` (those from files changed or deleted on disk since); none when
+        the repository's folder is not on this machine.
+
+        Raises:
+            KeyError: no such project.
+        """
+        from actors.refresh_run import dataset_drift, files_on_disk
+
+        trained = [r for r in self.store.runs(project, limit=1000)
+                   if r["kind"] == "train" and r["status"] == RunStatus.COMPLETED.value and r["summary"].get("dataset")]
+        disk = files_on_disk(self.store, project) if trained else None
+        if disk is None:
+            return []
+        out = []
+        for r in trained:
+            drift = dataset_drift(self.store, project, r["summary"]["dataset"], on_disk=disk)
+            total = sum(self.store.dataset_path_counts(project, drift["version"], "train").values())
+            out.append({"run_id": r["run_id"], "dataset": drift["version"], "trained_on": total,
+                        "stale": drift["stale"]["train"]})
+        return out
+
     def _synth_run_config(self, run_id: str) -> tuple[dict, SynthConfig]:
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":

@@ -132,6 +132,29 @@ def print_synth(s: dict) -> None:
             print(f"    once the cause is fixed: `doctune synth --project {s['project']} --retry-failed`")
 
 
+def print_refresh(s: dict) -> None:
+    e = s["estimate"]
+    cost = f"${e['cost_usd']:.4f}" if e["cost_usd"] is not None else "unknown (no price for this model)"
+    what = "would change" if s.get("dry_run") else "changed"
+    print(f"project '{s['project']}' since dataset version {s['version']}: files {what}: "
+          f"{len(s['added'])} added, {len(s['changed'])} changed, {len(s['deleted'])} deleted"
+          + (f" ({len(s['renamed'])} of them renamed)" if s["renamed"] else ""))
+    for label in ("added", "changed", "deleted"):
+        for path in s[label]:
+            print(f"  {label:<8} {path}")
+    if s["nothing_changed"]:
+        print("nothing changed: no request sent, no new version")
+        return
+    print(f"  samples: {s['keep']} kept, {s['carried']} carried to renamed files, {s['retire']} retired")
+    print(f"  requests: {e['requests']} to {e['model']} ({s['units']} planned, the others answered from the cache), "
+          f"~{e['tokens_in']} tokens in, ~{e['tokens_out']} out, estimated cost {cost}")
+    if s.get("dry_run"):
+        return
+    print(f"  sent {s['requests_sent']} requests" + (f" in run {s['synth_run']}" if s["synth_run"] else ""))
+    print(f"  new dataset version {s['dataset']} (refresh of {s['version']})" if s["dataset"] else
+          f"  no new version: synthesis ended {s['synth_status']}; rerun `doctune refresh` to finish")
+
+
 def print_curated(d: dict) -> None:
     print(f"dataset {d['version']}: {d['samples']} samples "
           f"({', '.join(f'{k} {v}' for k, v in sorted(d['splits'].items()))}); dropped {d['stats'].get('dropped', 0)}")

@@ -148,6 +148,9 @@ class StoreClient:
     def resolve_covered_dead_letters(self, run_id: str, by_run: str) -> int:
         return self._get(self.actor.resolve_covered_dead_letters.remote(run_id, by_run))
 
+    def dead_letter_keys(self, run_ids: list[str]) -> list[str]:
+        return self._get(self.actor.dead_letter_keys.remote(run_ids))
+
     def samples(self, run_ids: list[str]) -> list[dict]:
         return self._get(self.actor.samples.remote(run_ids))
 
@@ -184,6 +187,15 @@ class StoreClient:
 
     def dataset_rows(self, project: str, version: str) -> list[dict]:
         return self._get(self.actor.dataset_rows.remote(project, version))
+
+    def dataset_config(self, project: str, version: str) -> dict:
+        return self._get(self.actor.dataset_config.remote(project, version))
+
+    def dataset_files(self, project: str, version: str) -> dict[str, str]:
+        return self._get(self.actor.dataset_files.remote(project, version))
+
+    def dataset_path_counts(self, project: str, version: str, split: str | None = None) -> dict[str, int]:
+        return self._get(self.actor.dataset_path_counts.remote(project, version, split))
 
     def dataset_profile(self, project: str, version: str) -> dict[str, Any]:
         return self._get(self.actor.dataset_profile.remote(project, version))

@@ -56,10 +56,13 @@ class SynthRun:
         only: the chunks whose units to run, all others left out (None: every unit planned).
         covers: a run whose dead letters of those chunks this run takes over (another generator's run, whose task
             draw may differ): each one whose chunk this run makes samples for is resolved there.
+        keys: the units (cache keys) to run, all others left out (None: every unit `only` leaves).
+        curate: curate the samples into a dataset version at the end (a refresh curates them itself).
     """
 
     def __init__(self, home: str, run_id: str, project: str, cfg: dict, key: Secret, retry_failed: bool,
-                 plan: dict, curate_cfg=None, only: list[str] | None = None, covers: str | None = None):
+                 plan: dict, curate_cfg=None, only: list[str] | None = None, covers: str | None = None,
+                 keys: list[str] | None = None, curate: bool = True):
         self.store = StoreClient(Path(home))
         self.plan, self.curate_cfg = plan, curate_cfg
         self.run_id, self.project = run_id, project
@@ -68,6 +71,7 @@ class SynthRun:
         self.retry_failed = retry_failed
         self.only = only
         self.covers = covers
+        self.keys, self.curate = keys, curate
         self.started = time.time()
         self.counts = {"units": 0, "done": 0, "cached": 0, "skipped": 0, "failed": 0, "samples": 0,
                        "requests": 0, "http_429": 0, "errors": 0, "tokens_in": 0, "tokens_out": 0,
@@ -123,7 +127,7 @@ class SynthRun:
         extra = {}
         if self.covers is not None:
             extra["covered"] = await self.store.actor.resolve_covered_dead_letters.remote(self.covers, self.run_id)
-        if self.status in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED} and usage["samples"]:
+        if self.curate and self.status in {RunStatus.COMPLETED, RunStatus.BUDGET_STOPPED} and usage["samples"]:
             # curation waits on the store and on its own tasks: on a thread, so `progress` still answers
             retry = self.retry_failed or self.covers is not None
             extra["dataset"] = await asyncio.to_thread(curate_runs, self.store, self.project, [self.run_id],
@@ -169,7 +173,7 @@ class SynthRun:
     async def _run(self) -> None:
         cfg = self.cfg
         chunks = (await self.store.actor.chunks.remote(self.project)).to_pylist()
-        units = _only(plan_units(chunks, cfg, self.project), self.only)
+        units = _only(plan_units(chunks, cfg, self.project), self.only, self.keys)
         finished = await self.store.actor.finished_units.remote(self.run_id)
         if self.retry_failed:
             todo = [u for u in units if finished.get(u.cache_key) == "dead"]
@@ -357,12 +361,14 @@ def _dead(unit: dict, reason: str, detail: str, attempts: list[dict]) -> dict:
 
 
 def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: bool, new_run: bool, dry_run: bool,
-                    on_progress=None, curate_cfg=None, wait: bool = True, covers: str | None = None) -> dict:
+                    on_progress=None, curate_cfg=None, wait: bool = True, covers: str | None = None,
+                    keys: list[str] | None = None, curate: bool = True) -> dict:
     """The caller's side of a run: plan, estimate, create or resume the run, start its actor and watch it.
 
     Without `wait`, returns once the actor is started: the run (and its curation) outlives the page or command
     that started it. With `covers` (a run id), a new run of only that run's dead letters' chunks, under `cfg`'s
-    generator: the offline generator's `no_samples` handed to an LLM."""
+    generator: the offline generator's `no_samples` handed to an LLM. With `keys`, a new run of only those units,
+    curated into a version only with `curate` (`SynthRun`)."""
     cfg.validate()
     store = client.store
     if project not in {p["name"] for p in store.projects()}:
@@ -383,7 +389,7 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
         if not only:
             raise ValueError(f"run {covers} has no dead letters to hand over")
         run_id = None
-    units = _only(plan_units(chunks, cfg, project), only)
+    units = _only(plan_units(chunks, cfg, project), only, keys)
     finished = store.finished_units(run_id) if run_id else {}
     todo = [u for u in units if (finished.get(u.cache_key) == "dead" if retry_failed else u.cache_key not in finished)]
     cached = store.cached_responses([u.cache_key for u in todo])
@@ -412,7 +418,7 @@ def start_synth_run(client, project: str, cfg: SynthConfig, *, retry_failed: boo
                          | ({"covers": covers} if covers else {}))
     plan["run_id"] = run_id
     handle = runs.launch(SynthRun, run_id, str(client.home), run_id, project, cfg.to_dict(), Secret(api_key()),
-                         retry_failed, plan, curate_cfg, only, covers, max_concurrency=64)
+                         retry_failed, plan, curate_cfg, only, covers, keys, curate, max_concurrency=64)
     if not wait:
         return {**plan, "status": RunStatus.RUNNING.value, "detached": True}
     try:
@@ -433,12 +439,10 @@ def _interrupt(handle: runs.RunHandle) -> None:
         pass  # it ended already, or cannot answer
 
 
-def _only(units: list[Unit], only: list[str] | None) -> list[Unit]:
-    """The units of the chunks in `only` (None: all of them)."""
-    if only is None:
-        return units
-    keep = set(only)
-    return [u for u in units if u.chunk_id in keep]
+def _only(units: list[Unit], only: list[str] | None, keys: list[str] | None = None) -> list[Unit]:
+    """The units of the chunks in `only` whose cache keys are in `keys` (None: no limit)."""
+    chunks, wanted = set(only or ()), set(keys or ())
+    return [u for u in units if (only is None or u.chunk_id in chunks) and (keys is None or u.cache_key in wanted)]
 
 
 def _is_local(url: str) -> bool:

@@ -152,6 +152,11 @@ def _merge_small(chunks: list[Chunk], cfg: ChunkConfig, counter: TokenCounter) -
     return out
 
 
+def chunk_id(project: str, path: str, ord_: int, text: str) -> str:
+    """A chunk's stable id: a hash of its project, path, place in the file and text."""
+    return hashlib.sha1(f"{project}\0{path}\0{ord_}\0{text}".encode()).hexdigest()[:20]
+
+
 def chunk_files(project: str, items: list[FileItem], cfg: ChunkConfig) -> tuple[pa.Table, pa.Table]:
     """Decode, parse and chunk a batch of files; returns (files, chunks) tables.
 
@@ -179,8 +184,7 @@ def chunk_files(project: str, items: list[FileItem], cfg: ChunkConfig) -> tuple[
         for name in FILE_SCHEMA.names:
             files[name].append(row[name])
         for ord_, piece in enumerate(pieces):
-            digest = hashlib.sha1(f"{project}\0{item.path}\0{ord_}\0{piece.text}".encode()).hexdigest()[:20]
-            values = dict(chunk_id=digest, project=project, path=item.path, file_sha256=item.sha256, ord=ord_,
+            values = dict(chunk_id=chunk_id(project, item.path, ord_, piece.text), project=project, path=item.path, file_sha256=item.sha256, ord=ord_,
                           kind=kind, language=item.language, heading_path=list(piece.heading_path),
                           symbol=piece.symbol, start_line=piece.start_line, end_line=piece.end_line,
                           token_count=piece.token_count, token_counter=counter.name, text=piece.text)

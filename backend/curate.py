@@ -387,7 +387,8 @@ def exec_check(samples: list[dict], repo_root: Path | None, timeout_s: float = 1
 # --- the whole pass -------------------------------------------------------------------------------
 
 def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float] | None = None,
-           exec_results: dict[str, str] | None = None, settled: dict[str, str] | None = None) -> CurationResult:
+           exec_results: dict[str, str] | None = None, settled: dict[str, str] | None = None,
+           placed: dict[str, str] | None = None) -> CurationResult:
     """Validate, filter, deduplicate and split samples.
 
     Args:
@@ -400,6 +401,8 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
         settled: sample_id → split of the samples already in the version the others join (new samples added
             onto a dataset version): they win every duplicate, keep their split, and a new sample of one of
             their files goes to that file's split, so adding samples never reshuffles the version.
+        placed: source path -> split of files an earlier version placed (a refresh: also those whose samples were
+            all retired): their new samples go there, so a file never changes split across versions.
 
     Raises:
         ConfigError: cfg has problems.
@@ -444,9 +447,9 @@ def curate(samples: list[dict], cfg: CurateConfig, judge_scores: dict[str, float
     alive = [s for s in alive if _sid(s) not in exact and _sid(s) not in near]
 
     assignment = split_by_source(alive, cfg.splits, cfg.seed)
-    if settled:
-        split_of_path = {_source(s): settled[_sid(s)] for s in alive
-                         if settled.get(_sid(s), PROBE_SPLIT) != PROBE_SPLIT}
+    if settled or placed:
+        split_of_path = dict(placed or {}) | {_source(s): settled[_sid(s)] for s in alive
+                                              if settled.get(_sid(s), PROBE_SPLIT) != PROBE_SPLIT}
         assignment = {_sid(s): split_of_path.get(_source(s), assignment[_sid(s)]) for s in alive}
     assignment.update(_assign_probes(probes, alive, assignment, cfg, drop))
     kept = []

@@ -1,8 +1,8 @@
 """Export: curated samples → dataset files that LLaMA-Factory, `datasets` and OpenAI-style trainers load.
 
 One file per split in the chosen format, each row holding only that format's keys, so trainers that
-reject unknown keys accept them. Provenance (which chunk of which file, which run and generator made
-the sample) goes to a sidecar `{split}.provenance.jsonl`, line for line with the data file.
+reject unknown keys accept them. Provenance (which lines of which file at which git commit, or the file's
+content hash outside git; which run and generator made the sample) goes to a sidecar `{split}.provenance.jsonl`, line for line with the data file.
 Next to them: `dataset_info.json` (LLaMA-Factory's dataset registry, one entry per split) and
 `manifest.json` (counts and a sha256 per file).
 
@@ -46,8 +46,8 @@ from backend.export_config import FORMATS
 SPLIT_ORDER = ("train", "val", "test", "probe")
 SYSTEM_FOLDERS = (Path("/proc"), Path("/sys"), Path("/dev"))
 """Folders of the kernel's and the devices' files: never an export's destination."""
-PROVENANCE_KEYS = ("sample_id", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
-                   "template_version", "task", "fact")
+PROVENANCE_KEYS = ("sample_id", "path", "start_line", "end_line", "source_commit", "file_sha256", "chunk_id",
+                   "run_id", "generator", "template_version", "task", "fact")
 
 SHAREGPT_TAGS = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt",
                  "system_tag": "system"}
@@ -60,7 +60,8 @@ PARQUET_SCHEMA = pa.schema([
     ("history", pa.list_(pa.list_(pa.string()))), ("messages", pa.string()),
     ("project", pa.string()), ("path", pa.string()), ("start_line", pa.int32()), ("end_line", pa.int32()),
     ("chunk_id", pa.string()), ("run_id", pa.string()), ("generator", pa.string()),
-    ("template_version", pa.string()), ("fact", pa.string()),
+    ("template_version", pa.string()), ("fact", pa.string()), ("source_commit", pa.string()),
+    ("file_sha256", pa.string()),
 ])
 
 
@@ -108,7 +109,8 @@ def parquet_row(sample: dict, system_prompt: str | None = None) -> dict:
         "start_line": sample.get("start_line"), "end_line": sample.get("end_line"),
         "chunk_id": sample.get("chunk_id"), "run_id": _opt_str(sample.get("run_id")),
         "generator": sample.get("generator"), "template_version": _opt_str(sample.get("template_version")),
-        "fact": _opt_str(sample.get("fact")),
+        "fact": _opt_str(sample.get("fact")), "source_commit": sample.get("source_commit"),
+        "file_sha256": sample.get("file_sha256"),
     }
 
 

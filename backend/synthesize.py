@@ -78,6 +78,9 @@ class Unit:
     est_tokens_in: int
     repository: str = ""
     """How the heuristic generator names the repository in its questions (`repository_name`)."""
+    file_sha256: str | None = None
+    source_commit: str | None = None
+    """The source file's content hash and git commit (None outside git): the samples' provenance, not in the prompt."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,7 +166,8 @@ def plan_units(chunks: list[dict], cfg: SynthConfig, project: str) -> list[Unit]
                 path=chunk["path"], start_line=chunk["start_line"], end_line=chunk["end_line"],
                 heading=" > ".join(chunk["heading_path"]), kind=chunk["kind"], symbol=chunk.get("symbol"),
                 text=chunk["text"], task=task, index=0, template_version=templates[task].version,
-                messages=messages, est_tokens_in=est, repository=repository))
+                messages=messages, est_tokens_in=est, repository=repository,
+                file_sha256=chunk.get("file_sha256"), source_commit=chunk.get("git_commit")))
     return units
 
 
@@ -423,7 +427,8 @@ def build_samples(unit: Unit, items: list[dict], *, project: str, run_id: str, g
             "instruction": item["instruction"], "input": item["input"], "output": item["output"],
             "messages": item["messages"] if unit.task == "multiturn" else None, "generator": generator,
             "template_version": unit.template_version,
-            "fact": item.get("fact") if unit.task == PROBE_TASK else None})
+            "fact": item.get("fact") if unit.task == PROBE_TASK else None,
+            "source_commit": unit.source_commit, "file_sha256": unit.file_sha256})
     return rows
 
 

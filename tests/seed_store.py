@@ -57,7 +57,7 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
                      || '{{"role": "assistant", "content": "Call tidemark.fn_' || i || '()."}}, '
                      || '{{"role": "user", "content": "With what?"}}, '
                      || '{{"role": "assistant", "content": "Call tidemark.fn_' || i || '() with a manifest."}}]' END,
-                'heuristic', 't1', NULL FROM range({samples}) t(i)""")
+                'heuristic', 't1', NULL, NULL, NULL, NULL FROM range({samples}) t(i)""")
         points = metric_points // (2 * 6)  # two runs, six curves each
         for n, run_id in enumerate(TRAIN_RUNS):
             lr = 2e-4 * (n + 1)

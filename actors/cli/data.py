@@ -1,4 +1,5 @@
-"""Commands that make and ship the dataset: `synth`, `curate`, `datasets`, `review`, `export`, `dead-letters`."""
+"""Commands that make and ship the dataset: `synth`, `refresh`, `curate`, `datasets`, `review`, `export`,
+`dead-letters`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from backend.export_config import ExportConfig
 from backend.review import read_review_file
 from backend.synth_config import SynthConfig
 from actors.cli.common import UserError, add_project, add_project_view, config_source, connect, emit
-from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_review,
-                             print_synth, progress_bar)
+from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_refresh,
+                             print_review, print_synth, progress_bar)
 
 # the config fields each command sets from its flags (flag names and help live with the fields)
 SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
@@ -30,6 +31,16 @@ def add_commands(sub) -> None:
     sy.add_argument("--new", action="store_true", help="start a new run even if an unfinished one could resume")
     sy.add_argument("--json", action="store_true")
     sy.set_defaults(func=cmd_synth)
+
+    rf = sub.add_parser("refresh", help="after the repository changed: re-ingest, synthesize only what changed, "
+                                        "curate the next dataset version")
+    add_project(rf, required=True)
+    rf.add_argument("--config", default=None,
+                    help="YAML file of SynthConfig settings (default: those of the version's synthesis run)")
+    rf.add_argument("--dry-run", action="store_true",
+                    help="print the files changed, the samples to retire and the requests and cost; change nothing")
+    rf.add_argument("--json", action="store_true")
+    rf.set_defaults(func=cmd_refresh)
 
     cu = sub.add_parser("curate", help="curate a synthesis run's samples into a new dataset version")
     add_project(cu, required=True)
@@ -70,6 +81,15 @@ def cmd_synth(args) -> int:
                                dry_run=args.dry_run, on_progress=on_progress)
     emit(args, summary, print_synth)
     return 0 if summary.get("dry_run") or summary["status"] in {"completed", "budget_stopped"} else 1
+
+
+def cmd_refresh(args) -> int:
+    cfg = SynthConfig.from_file(args.config).validate(config_source(args.config)) if args.config else None
+    client = connect(args)
+    with progress_bar("synthesizing", args.json) as on_progress:
+        summary = client.refresh(args.project, cfg, dry_run=args.dry_run, on_progress=on_progress)
+    emit(args, summary, print_refresh)
+    return 0 if summary["dry_run"] or summary["nothing_changed"] or summary["dataset"] else 1
 
 
 def _synth_config(args) -> SynthConfig:

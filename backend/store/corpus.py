@@ -90,8 +90,10 @@ class CorpusStore(DatasetStore):
             [project, status])
 
     def chunks(self, project: str, limit: int | None = None) -> pa.Table:
+        """The chunks in (path, ord) order, each with its file's `git_commit` (the provenance samples record)."""
         return self._arrow(
-            "SELECT * FROM chunks WHERE project = $1 ORDER BY path, ord LIMIT $2", [project, limit or 2**62])
+            "SELECT c.*, f.git_commit FROM chunks c LEFT JOIN files f ON f.project = c.project AND f.path = c.path "
+            "WHERE c.project = $1 ORDER BY c.path, c.ord LIMIT $2", [project, limit or 2**62])
 
     def stats(self, project: str) -> dict[str, Any]:
         """Files by kind, skipped files by reason, chunk and token totals and their distribution."""

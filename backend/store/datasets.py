@@ -46,6 +46,9 @@ class DatasetStore(StoreCore):
             self._insert("dataset_samples", [
                 {c: (json.dumps(r.get(c)) if c == "messages" and r.get(c) else r.get(c))
                  for c in cols} | {"project": project, "version": version} for r in rows])
+            # the corpus it was made from: what a refresh and the drift views compare the repository with
+            self.con.execute("INSERT INTO dataset_files SELECT project, ?, path, sha256, git_commit FROM files "
+                             "WHERE project = ? AND status = 'ok'", [version, project])
         return version
 
     def derive_dataset(self, project: str, version: str, *, edits: dict[str, dict] | None = None,
@@ -86,6 +89,8 @@ class DatasetStore(StoreCore):
                 "INSERT INTO dataset_samples SELECT * REPLACE (? AS version) FROM dataset_samples "
                 "WHERE project = ? AND version = ? AND NOT list_contains(?, sample_id)",
                 [new, project, version, rejects])
+            self.con.execute("INSERT INTO dataset_files SELECT * REPLACE (? AS version) FROM dataset_files "
+                             "WHERE project = ? AND version = ?", [new, project, version])
             for sid, row in edited.items():
                 self.con.execute(
                     "UPDATE dataset_samples SET instruction = ?, input = ?, output = ?, messages = ? "
@@ -199,6 +204,28 @@ class DatasetStore(StoreCore):
         for r in rows:
             r["messages"] = json.loads(r["messages"]) if r["messages"] else None
         return rows
+
+    def dataset_config(self, project: str, version: str) -> dict:
+        """The curation settings that made `version` (`dataclasses.asdict` of its CurateConfig).
+
+        Raises:
+            KeyError: no such version."""
+        row = self.con.execute("SELECT config FROM datasets WHERE project = ? AND version = ?",
+                               [project, version]).fetchone()
+        if row is None:
+            raise KeyError(f"dataset {project}/{version} does not exist")
+        return json.loads(row[0]) if row[0] else {}
+
+    def dataset_files(self, project: str, version: str) -> dict[str, str]:
+        """path -> sha256 of the files `version` was made from (`backend.refresh.changed_files` compares two)."""
+        return dict(self.con.execute("SELECT path, sha256 FROM dataset_files WHERE project = ? AND version = ?",
+                                     [project, version]).fetchall())
+
+    def dataset_path_counts(self, project: str, version: str, split: str | None = None) -> dict[str, int]:
+        """path -> how many of `version`'s samples (of `split`, or all) came from it."""
+        return dict(self.con.execute(
+            "SELECT path, count(*) FROM dataset_samples WHERE project = ? AND version = ? AND (? IS NULL OR split = ?) "
+            "GROUP BY path", [project, version, split, split]).fetchall())
 
     def dataset_profile(self, project: str, version: str) -> dict[str, Any]:
         """What the corpus & dataset page draws for one version: splits, task and language mix,

@@ -277,6 +277,31 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        9,
+        "provenance to the commit, and the files each dataset version was made from",
+        """
+        -- the source file's commit (NULL outside git) and content hash a sample's text came from; the cache key of
+        -- the request that made it, so a refresh knows which version rows a still-planned request covers
+        ALTER TABLE samples ADD COLUMN source_commit VARCHAR;
+        ALTER TABLE samples ADD COLUMN file_sha256 VARCHAR;
+        ALTER TABLE dataset_samples ADD COLUMN source_commit VARCHAR;
+        ALTER TABLE dataset_samples ADD COLUMN file_sha256 VARCHAR;
+        ALTER TABLE dataset_samples ADD COLUMN cache_key VARCHAR;
+        UPDATE dataset_samples d SET cache_key = s.cache_key FROM samples s WHERE s.sample_id = d.sample_id;
+        -- the corpus a version was made from: each file's hash when it was created (what `doctune refresh` and the
+        -- drift views compare); versions older than this migration get the files as they are now
+        CREATE TABLE dataset_files (
+            project VARCHAR NOT NULL,
+            version VARCHAR NOT NULL,
+            path VARCHAR NOT NULL,
+            sha256 VARCHAR,
+            git_commit VARCHAR
+        );
+        INSERT INTO dataset_files SELECT d.project, d.version, f.path, f.sha256, f.git_commit
+            FROM datasets d JOIN files f ON f.project = d.project AND f.status = 'ok';
+        """,
+    ),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

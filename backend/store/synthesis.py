@@ -119,6 +119,11 @@ class SynthesisStore(RunStore):
                WHERE (? IS NULL OR r.project = ?) AND (? IS NULL OR d.run_id = ?) AND (NOT ? OR NOT d.resolved)
                ORDER BY d.created_at, d.cache_key""", [project, project, run_id, run_id, unresolved_only])
 
+    def dead_letter_keys(self, run_ids: list[str]) -> list[str]:
+        """The cache keys of the dead letters of `run_ids` (resolved or not)."""
+        return [k for (k,) in self.con.execute("SELECT DISTINCT cache_key FROM dead_letters WHERE "
+                                               "list_contains(?, run_id) ORDER BY 1", [run_ids]).fetchall()]
+
     def samples(self, run_ids: list[str]) -> list[dict]:
         rows = self._dicts("SELECT * EXCLUDE (created_at) FROM samples WHERE list_contains(?, run_id) "
                            "ORDER BY sample_id", [run_ids])

@@ -1,6 +1,7 @@
-"""Corpus & dataset: what was ingested, what was skipped and why, what the dataset holds with its lineage, and a
-reviewer's sample browser whose edits and rejections make a new dataset version (the old one never changes); a
-multi-turn sample is edited turn by turn. The review goes through the same client call as `doctune review`."""
+"""Corpus & dataset: what was ingested, what was skipped and why, what the dataset holds with its lineage, how far
+the repository on disk has drifted from it (and from each adapter's training data), and a reviewer's sample browser
+whose edits and rejections make a new dataset version (the old one never changes); a multi-turn sample is edited
+turn by turn. The review goes through the same client call as `doctune review`."""
 
 import pandas as pd
 import streamlit as st
@@ -17,6 +18,12 @@ dt = client()
 def _profile(home: str, project: str, version: str):
     """Cached per home too: every home has its own `v1`, and one process may show several (the tests do)."""
     return dt.dataset_profile(project, version)
+
+
+@st.cache_data(ttl=30, show_spinner=False)
+def _drift(home: str, project: str, version: str) -> tuple[dict, list[dict]]:
+    """The version against the repository on disk, and every adapter's dataset likewise (each reads the disk)."""
+    return dt.dataset_drift(project, version), dt.adapter_drift(project)
 
 
 def corpus(project: str) -> None:
@@ -104,7 +111,35 @@ def dataset(project: str) -> None:
     if cur:
         with st.expander("Curation report"):
             st.dataframe(report_table(cur), hide_index=True)
+    drift(project, version)
     browser(project, version, profile)
+
+
+def drift(project: str, version: str) -> None:
+    """What changed in the repository since the version was made, and how stale each adapter's training data is."""
+    st.subheader("Drift against the repository on disk")
+    changes, adapters = _drift(str(dt.home), project, version)
+    if changes["against"] is None:
+        st.info("The repository's folder is not on this machine: ingest it again to compare.")
+        return
+    stale = sum(changes["stale"].values())
+    c = st.columns(4)
+    c[0].metric("Files added", len(changes["added"]))
+    c[1].metric("Files changed", len(changes["changed"]))
+    c[2].metric("Files deleted", len(changes["deleted"]), help=f"{len(changes['renamed'])} of them renamed")
+    c[3].metric("Stale samples", f"{stale:,}", help="samples of this version from files changed or deleted since")
+    if changes["added"] or changes["changed"] or changes["deleted"]:
+        st.caption(f"`doctune refresh --project {project} --dry-run` shows what a refresh would send and cost; "
+                   "without --dry-run it makes the next version, paying only for what changed.")
+        with st.expander("Files changed since this version"):
+            st.dataframe(pd.DataFrame([{"file": p, "change": kind} for kind in ("added", "changed", "deleted")
+                                       for p in changes[kind]]), hide_index=True)
+    else:
+        st.caption("The repository on disk is what this version was made from.")
+    if adapters:
+        st.dataframe(pd.DataFrame([{"adapter (training run)": a["run_id"], "dataset": a["dataset"],
+                                    "trained on": a["trained_on"], "stale": a["stale"]} for a in adapters]),
+                     hide_index=True)
 
 
 def browser(project: str, version: str, profile: dict) -> None:

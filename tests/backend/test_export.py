@@ -17,7 +17,7 @@ def sample(sid: str, split: str, **over) -> dict:
     base = dict(sample_id=sid, project="tidemark", run_id="run-1", chunk_id=f"chunk-{sid}", path=f"docs/{sid}.md",
                 start_line=3, end_line=9, task="qa", language="en", instruction=f"What does {sid} do?", input="",
                 output=f"It does {sid}.", messages=None, generator="deepseek-chat", template_version="qa-v1",
-                split=split, judge_score=8.0, exec_status=None)
+                split=split, judge_score=8.0, exec_status=None, source_commit="c0ffee1", file_sha256=f"sha-{sid}")
     base.update(over)
     return base
 
@@ -70,7 +70,7 @@ EXPECTED_COLUMNS = {
     "openai": {"messages"},
     "parquet": {"sample_id", "split", "task", "language", "system", "instruction", "input", "output", "history",
                 "messages", "project", "path", "start_line", "end_line", "chunk_id", "run_id", "generator",
-                "template_version", "fact"},
+                "template_version", "fact", "source_commit", "file_sha256"},
 }
 
 
@@ -195,7 +195,8 @@ def test_provenance_sidecar_matches_rows(tmp_path):
     prov = jsonl(tmp_path / "train.provenance.jsonl")
     assert [p["sample_id"] for p in prov] == ["t1", "t2", "t3", "t4"]
     assert set(prov[0]) == set(PROVENANCE_KEYS)
-    assert prov[2] == {"sample_id": "t3", "path": "docs/t3.md", "start_line": 3, "end_line": 9, "chunk_id": "chunk-t3",
+    assert prov[2] == {"sample_id": "t3", "path": "docs/t3.md", "start_line": 3, "end_line": 9,
+                       "source_commit": "c0ffee1", "file_sha256": "sha-t3", "chunk_id": "chunk-t3",
                        "run_id": "run-1", "generator": "deepseek-chat", "template_version": "qa-v1",
                        "task": "multiturn", "fact": None}
     # the data rows themselves carry no provenance
