@@ -343,6 +343,30 @@ class DocTune:
         return start_train_run(self, project, cfg, version=version, resume_run=resume_run, wait=wait,
                                on_progress=on_progress)
 
+    def train_from(self, run_id: str, cfg: TrainConfig | None = None, *, version: str | None = None,
+                   wait: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Continue a completed run's adapter on a dataset version (default: its project's current one) as a new
+        run that records `parent_run`. The config is the parent's unless `cfg` is given (same base and LoRA shape).
+
+        Raises:
+            ValueError: an unknown run, one not completed or without its adapter, a `cfg` with another base model or
+                LoRA shape, or a version without train samples.
+            ConfigError: the config does not fit this cluster.
+        """
+        from actors.train_run import start_train_from
+
+        return start_train_from(self, run_id, cfg, version=version, wait=wait, on_progress=on_progress)
+
+    def continue_config(self, run_id: str) -> TrainConfig:
+        """The config a run continuing `run_id`'s adapter starts from: the parent's own.
+
+        Raises:
+            ValueError: `run_id` cannot be continued (unknown, not completed, no adapter on disk).
+        """
+        from actors.train_run import continue_config
+
+        return continue_config(self, run_id)[1]
+
     def cancel(self, run_id: str) -> str:
         """Stop a run of any kind (training checkpoints first); a run whose process died is marked cancelled.
 

@@ -173,6 +173,8 @@ def print_train(r: dict) -> None:
               f"stop it with `doctune cancel {r['run_id']}`")
         return
     print(f"run {r['run_id']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
+    if r.get("parent_run"):
+        print(f"  continues run {r['parent_run']}'s adapter on dataset {r['dataset']}")
     if r.get("global_step") is not None:
         print(f"  steps {r['global_step']}, epochs {r['epochs']}, train loss {r['train_loss']}, "
               f"eval loss {r['eval_loss']}, {r.get('tokens_per_second') or 0:.0f} tokens/s")
