@@ -357,6 +357,13 @@ class DocTune:
 
         return start_train_from(self, run_id, cfg, version=version, wait=wait, on_progress=on_progress)
 
+    def latest_adapter_run(self, project: str) -> str | None:
+        """The newest completed training run of `project` whose adapter is still on disk (what a refresh's training
+        continues), or None."""
+        return next((r["run_id"] for r in self.store.runs(project, 1000) if r["kind"] == "train"
+                     and r["status"] == RunStatus.COMPLETED and (r["summary"] or {}).get("adapter")
+                     and Path(r["summary"]["adapter"], "adapter_model.safetensors").is_file()), None)
+
     def continue_config(self, run_id: str) -> TrainConfig:
         """The config a run continuing `run_id`'s adapter starts from: the parent's own.
 
