@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE
 from backend.config import DB_FILENAME
 from backend.store import Store
-from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_store
+from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_continued_run, seed_store
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGES = ("overview", "dataset", "synthesis", "training", "compare", "evaluation")
@@ -555,27 +555,7 @@ def test_a_continued_run_shows_its_parent_and_its_evaluation_against_the_previou
     """A run that continued another's adapter names its parent on the Training page; its evaluation shows both
     adapters per group of files (changed, unchanged) on the Evaluation page."""
     seed_store(dash, samples=60)
-    store = Store(dash / DB_FILENAME, role="seed")
-    try:
-        store.create_run("train-continued", "train", PROJECT, {"dataset": "v1", "preset": "tiny", "train": {},
-                                                               "parent_run": TRAIN_RUNS[0]})
-        store.finish_run("train-continued", "completed", {"global_step": 5, "parent_run": TRAIN_RUNS[0]})
-        group = {"n": 3, "sets": {"test": 1, "probe": 2}, "metrics": {"rouge_l": {
-            "previous": 0.25, "continued": 0.75, "delta": 0.5, "ci": [0.4, 0.6], "n": 3, "better": "higher"}}}
-        against = {"previous_run": TRAIN_RUNS[0], "previous_dataset": "v1", "dataset": "v2",
-                   "files": {"added": 1, "changed": 2, "deleted": 1, "unchanged": 7},
-                   "changed_files": ["docs/new.md", "docs/a.md", "docs/b.md"], "deleted_files": ["docs/gone.md"],
-                   "groups": {"changed": group, "unchanged": dict(group, n=4)}}
-        store.create_run("eval-continued", "eval", PROJECT, {"adapter_run": "train-continued", "dataset": "v1"})
-        store.record_eval_results([{
-            "run_id": "eval-continued", "adapter_run": "train-continued", "eval_set": "test", "sample_id": "s1",
-            "task": "qa", "prompt": [{"role": "user", "content": "How?"}], "reference": "So.", "base_output": "No.",
-            "tuned_output": "So.", "base_scores": {"rouge_l": 0.0}, "tuned_scores": {"rouge_l": 1.0}, "judge": None,
-            "judge_detail": None}])
-        store.finish_run("eval-continued", "completed", {"adapter_run": "train-continued", "split": "test",
-                                                        "sets": ["test"], "against": against})
-    finally:
-        store.close()
+    seed_continued_run(dash)
 
     at = open_page("training")
     clean(at.selectbox(key="train-run-picked").select("train-continued").run())
@@ -587,7 +567,8 @@ def test_a_continued_run_shows_its_parent_and_its_evaluation_against_the_previou
     assert "Against the previous adapter" in [h.value for h in at.subheader]
     text = [m.value for m in at.markdown]
     assert "**Changed files: did it learn the change?** (3 prompts: 1 test, 2 probe)" in text
-    assert "**Unchanged files: did it keep the rest?** (4 prompts: 1 test, 2 probe)" in text
+    assert "**Unchanged files: did it keep the rest?** (4 prompts: 2 test, 2 probe)" in text
     compared = [d.value for d in at.dataframe if "continued" in d.value.columns]
     assert len(compared) == 2
     assert compared[0].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.25, 0.75]
+    assert compared[1].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.8, 0.78]
