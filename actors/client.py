@@ -398,6 +398,37 @@ class DocTune:
         return start_train_run(self, project, cfg, version=version, resume_run=resume_run, wait=wait,
                                on_progress=on_progress)
 
+    def train_from(self, run_id: str, cfg: TrainConfig | None = None, *, version: str | None = None,
+                   wait: bool = True, on_progress: Callable[[dict], None] | None = None) -> dict:
+        """Continue a completed run's adapter on a dataset version (default: its project's current one) as a new
+        run that records `parent_run`. The config is the parent's unless `cfg` is given (same base and LoRA shape).
+
+        Raises:
+            ValueError: an unknown run, one not completed or without its adapter, a `cfg` with another base model or
+                LoRA shape, or a version without train samples.
+            ConfigError: the config does not fit this cluster.
+        """
+        from actors.train_run import start_train_from
+
+        return start_train_from(self, run_id, cfg, version=version, wait=wait, on_progress=on_progress)
+
+    def latest_adapter_run(self, project: str) -> str | None:
+        """The newest completed training run of `project` whose adapter is still on disk (what a refresh's training
+        continues), or None."""
+        return next((r["run_id"] for r in self.store.runs(project, 1000) if r["kind"] == "train"
+                     and r["status"] == RunStatus.COMPLETED and (r["summary"] or {}).get("adapter")
+                     and Path(r["summary"]["adapter"], "adapter_model.safetensors").is_file()), None)
+
+    def continue_config(self, run_id: str) -> TrainConfig:
+        """The config a run continuing `run_id`'s adapter starts from: the parent's own.
+
+        Raises:
+            ValueError: `run_id` cannot be continued (unknown, not completed, no adapter on disk).
+        """
+        from actors.train_run import continue_config
+
+        return continue_config(self, run_id)[1]
+
     def cancel(self, run_id: str) -> str:
         """Stop a run of any kind (training checkpoints first); a run whose process died is marked cancelled.
 
@@ -462,7 +493,8 @@ class DocTune:
     def train_progress(self, run_id: str) -> dict:
         """A training run's live figures, with the same status `runs` shows: `step` of `max_steps` (None until the
         trainer has planned them), the latest `eval_loss` and `tokens_per_second`, `seconds` (the whole run: the
-        attempts before a resume count too) and `seconds_left` (at this attempt's pace; None until it has one).
+        attempts before a resume count too) and `seconds_left` (at this attempt's pace; None until it has one);
+        its `dataset` version and the `parent_run` whose adapter it continues (None for a fresh adapter).
 
         Raises:
             KeyError: no such run.
@@ -481,7 +513,8 @@ class DocTune:
                "eval_loss": (latest.get("eval_loss") or {}).get("value", summary.get("eval_loss")),
                "tokens_per_second": (latest.get("tokens_per_second") or {}).get("value",
                                                                               summary.get("tokens_per_second")),
-               "seconds": summary.get("seconds"), "seconds_left": None}
+               "seconds": summary.get("seconds"), "seconds_left": None,
+               "dataset": run["config"].get("dataset"), "parent_run": run["config"].get("parent_run")}
         attempt = next((e for e in reversed(events) if e["kind"] in {"started", "resumed"}), None)
         if run["status"] in ACTIVE and attempt is not None:
             now = utc_now()
@@ -499,19 +532,23 @@ class DocTune:
         return runs.with_liveness(self.store.follow_up_runs(train_run))
 
     # ---- evaluation --------------------------------------------------------------------------
-    def evaluate(self, adapter_run: str, cfg: EvalConfig | None = None, *,
+    def evaluate(self, adapter_run: str, cfg: EvalConfig | None = None, *, against: str | None = None,
                  on_progress: Callable[[dict], None] | None = None, wait: bool = True) -> dict:
         """Base against tuned for a completed training run, on its held-out split, the knowledge probes of what
         it trained on, and the retention set; then the pairwise judge when `cfg.judge` is on. Without `wait`,
-        returns once the run's actor is started.
+        returns once the run's actor is started. `against` (default: the run's parent, when it continued one): a
+        previous adapter compared with this one on the prompts of files changed between their dataset versions and
+        of the unchanged ones (`summary["against"]`).
 
         Raises:
-            ValueError: not a completed training run, or no samples in the split.
+            ValueError: not a completed training run (either of them), no samples in the split, or an `against` run
+                of another project or base model.
             ConfigError: the config has problems (each with its fix).
         """
         from actors.eval_run import start_eval_run
 
-        return start_eval_run(self, adapter_run, cfg or EvalConfig(), on_progress=on_progress, wait=wait)
+        return start_eval_run(self, adapter_run, cfg or EvalConfig(), on_progress=on_progress, wait=wait,
+                              against=against)
 
     def eval_results(self, eval_run: str, eval_set: str | None = None) -> list[dict]:
         return self.store.eval_results(eval_run, eval_set)

@@ -5,6 +5,10 @@ One model is loaded with its adapter; every prompt is generated twice, with the 
 completion tokens the training loss used. Scores, outputs and statistics go to the store; the optional
 pairwise judge runs afterwards in the same actor, through the LLM pool (`actors/llm_pool.py`), each pair
 judged in both orders so position bias cancels. The run follows the lifecycle of `actors/runs.py`.
+
+An adapter that continued another (`doctune train --from`) is also compared with that previous adapter, loaded
+beside it in the same model: on the prompts of files that changed between their dataset versions (did it learn the
+change?) and of files that did not (did it keep the rest?).
 """
 
 from __future__ import annotations
@@ -41,8 +45,8 @@ class EvalRun:
     """
 
     def __init__(self, home: str, run_id: str, adapter_run: str, project: str, version: str, cfg: EvalConfig,
-                 key: Secret):
-        self.home, self.run_id, self.adapter_run = Path(home), run_id, adapter_run
+                 key: Secret, against: str | None = None):
+        self.home, self.run_id, self.adapter_run, self.against = Path(home), run_id, adapter_run, against
         self.project, self.version, self.cfg, self.key = project, version, cfg, key
         # the judge's requests are shaped like synthesis requests (temperature, max tokens) to its endpoint
         self.judge_cfg = SynthConfig(generator="openai", endpoint=cfg.endpoint) if cfg.judge else None
@@ -80,12 +84,15 @@ class EvalRun:
             self.progress_state["total"] = 2 * sum(len(rows) for rows in sets.values())
             summary = {"adapter_run": self.adapter_run, "dataset": self.version, "split": cfg.split,
                        "sets": list(sets), "identifiers": len(index.names)}
+            evaluated = {}
             for eval_set, set_rows in sets.items():
                 if self.stop.is_set():
                     break
-                results = self._evaluate(model, tokenizer, eval_set, set_rows, index)
-                self.store.record_eval_results(results)
-                summary[eval_set] = _statistics(results)
+                evaluated[eval_set] = self._evaluate(model, tokenizer, eval_set, set_rows, index)
+                self.store.record_eval_results(evaluated[eval_set])
+                summary[eval_set] = _statistics(evaluated[eval_set])
+            if self.against and not self.stop.is_set():
+                summary["against"] = self._against_previous(model, tokenizer, sets, evaluated, index)
             del model  # the judge needs no model: free the memory before it runs
             if self.stop.is_set():
                 status = RunStatus.CANCELLED
@@ -101,58 +108,89 @@ class EvalRun:
         return {"run_id": self.run_id, "status": status, "error": error, **summary}
 
     def _evaluate(self, model, tokenizer, eval_set: str, rows: list[dict], index) -> list[dict]:
-        from backend.evaluate import score_output
-        from backend.chat import prompt_messages, to_prompt_completion
-        from backend.generate import completion_losses, generate
+        from backend.chat import prompt_messages
 
         if not rows:
             return []
         prompts = [prompt_messages(r) for r in rows]
-        outputs = {}
-        for adapter in (False, True):
-            outputs[adapter] = generate(model, tokenizer, prompts, adapter=adapter, batch_size=self.cfg.batch_size,
-                                        max_new_tokens=self.cfg.max_new_tokens)
-            self.progress_state["done"] += len(rows)
-        losses = {adapter: completion_losses(model, tokenizer, rows, adapter=adapter,
-                                                    batch_size=self.cfg.batch_size)
-                  for adapter in (False, True)}
-        passes = self._pass_rates(rows, outputs)
-        results = []
+        base, tuned = (self._answer(model, tokenizer, rows, prompts, adapter, index) for adapter in (False, True))
+        return [{"run_id": self.run_id, "adapter_run": self.adapter_run, "eval_set": eval_set,
+                 "sample_id": row["sample_id"], "task": row.get("task"), "prompt": prompts[i],
+                 "reference": base[i]["reference"], "base_output": base[i]["text"], "tuned_output": tuned[i]["text"],
+                 "base_scores": base[i]["scores"], "tuned_scores": tuned[i]["scores"], "judge": None,
+                 "judge_detail": None, "fact": row.get("fact"),
+                 "details": {"base": base[i]["details"], "tuned": tuned[i]["details"]}}
+                for i, row in enumerate(rows)]
+
+    def _answer(self, model, tokenizer, rows: list[dict], prompts: list, adapter: bool, index) -> list[dict]:
+        """One side's answers to `rows`, each {reference, text, scores, details}: the model with its active adapter
+        (`adapter`), or the base with it switched off."""
+        from backend.chat import to_prompt_completion
+        from backend.evaluate import score_output
+        from backend.generate import completion_losses, generate
+
+        outputs = generate(model, tokenizer, prompts, adapter=adapter, batch_size=self.cfg.batch_size,
+                           max_new_tokens=self.cfg.max_new_tokens)
+        self.progress_state["done"] += len(rows)
+        losses = completion_losses(model, tokenizer, rows, adapter=adapter, batch_size=self.cfg.batch_size)
+        passes = self._pass_rates(rows, [o["text"] for o in outputs])
+        answers = []
         for i, row in enumerate(rows):
             # the answer the model was trained to give: the output, or a conversation's last assistant turn
             reference = to_prompt_completion(row)["completion"][-1]["content"]
-            scores, details = {}, {}
-            for adapter, side in ((False, "base"), (True, "tuned")):
-                text = outputs[adapter][i]["text"]
-                question = "\n".join(m["content"] for m in prompts[i])
-                s = score_output(text, reference, index=index, fact=row.get("fact"), prompt=question)
-                loss = losses[adapter][i]
-                # NaN: the prompt alone filled max_length, so no answer token was scored
-                s["loss"] = None if math.isnan(loss) else loss
-                s["perplexity"] = None if math.isnan(loss) else math.exp(min(50.0, loss))
-                s["pass_rate"] = passes.get((adapter, i))
-                scores[side] = s
-                details[side] = {"mentioned": sorted(index.mentions(text)),
-                                 "unknown": sorted(index.unknown(index.claims(text)))}
-            results.append({
-                "run_id": self.run_id, "adapter_run": self.adapter_run, "eval_set": eval_set,
-                "sample_id": row["sample_id"], "task": row.get("task"), "prompt": prompts[i],
-                "reference": reference, "base_output": outputs[False][i]["text"],
-                "tuned_output": outputs[True][i]["text"], "base_scores": scores["base"],
-                "tuned_scores": scores["tuned"], "judge": None, "judge_detail": None, "fact": row.get("fact"),
-                "details": details})
-        return results
+            text, loss = outputs[i]["text"], losses[i]
+            question = "\n".join(m["content"] for m in prompts[i])
+            scores = score_output(text, reference, index=index, fact=row.get("fact"), prompt=question)
+            # NaN: the prompt alone filled max_length, so no answer token was scored
+            scores["loss"] = None if math.isnan(loss) else loss
+            scores["perplexity"] = None if math.isnan(loss) else math.exp(min(50.0, loss))
+            scores["pass_rate"] = passes.get(i)
+            answers.append({"reference": reference, "text": text, "scores": scores,
+                            "details": {"mentioned": sorted(index.mentions(text)),
+                                        "unknown": sorted(index.unknown(index.claims(text)))}})
+        return answers
 
-    def _pass_rates(self, rows: list[dict], outputs: dict) -> dict[tuple[bool, int], float]:
-        """For samples whose reference code passed the execution check at curation, run each model's
-        code the same way (sandboxed, against the repository): 1.0 pass, 0.0 anything else."""
+    def _pass_rates(self, rows: list[dict], texts: list[str]) -> dict[int, float]:
+        """For samples whose reference code passed the execution check at curation, run the model's code the same
+        way (sandboxed, against the repository): 1.0 pass, 0.0 anything else."""
         from backend.evaluate import code_passes
 
         root = next((p["root"] for p in self.store.projects() if p["name"] == self.project), None)
         if root is None or not Path(root).is_dir():
             return {}
-        return {(adapter, i): code_passes(outputs[adapter][i]["text"], root)
-                for i, row in enumerate(rows) if row.get("exec_status") == "pass" for adapter in (False, True)}
+        return {i: code_passes(texts[i], root) for i, row in enumerate(rows) if row.get("exec_status") == "pass"}
+
+    def _against_previous(self, model, tokenizer, sets: dict, evaluated: dict, index) -> dict:
+        """The previous adapter on the held-out and probe prompts the continued one answered, grouped by whether
+        their file changed between the two adapters' dataset versions: did it learn the change, keep the rest?"""
+        from backend.chat import prompt_messages
+        from backend.evaluate import changed_files, change_group, compare_by_change
+
+        previous = self.store.run(self.against)
+        old_version = previous["config"]["dataset"]
+        files = changed_files(self.store.dataset_rows(self.project, old_version),
+                              self.store.dataset_rows(self.project, self.version))
+        model.load_adapter(previous["summary"]["adapter"], adapter_name="previous")
+        model.set_adapter("previous")  # generate(adapter=True) answers with the active adapter
+        rows = []
+        try:
+            for eval_set in (self.cfg.split, PROBE_SET):
+                set_rows = [r for r in sets[eval_set] if change_group(r.get("path"), files)]
+                self.progress_state["total"] += len(set_rows)
+                if not set_rows:
+                    continue
+                answers = self._answer(model, tokenizer, set_rows, [prompt_messages(r) for r in set_rows], True, index)
+                continued = {r["sample_id"]: r["tuned_scores"] for r in evaluated[eval_set]}
+                rows += [{"path": r.get("path"), "eval_set": eval_set, "previous": a["scores"],
+                          "continued": continued[r["sample_id"]]} for r, a in zip(set_rows, answers)]
+        finally:
+            model.set_adapter("default")
+            model.delete_adapter("previous")
+        metrics = [m for m in METRICS if any(r["previous"].get(m) is not None for r in rows)]
+        return {"previous_run": self.against, "previous_dataset": old_version, "dataset": self.version,
+                "files": {k: len(v) for k, v in files.items()},
+                "changed_files": files["added"] + files["changed"], "deleted_files": files["deleted"],
+                "groups": compare_by_change(rows, files, metrics)}
 
     def progress(self) -> dict:
         return dict(self.progress_state)
@@ -192,29 +230,44 @@ def _statistics(results: list[dict]) -> dict:
     return stats
 
 
-def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None, wait: bool = True) -> dict:
+def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None, wait: bool = True,
+                   against: str | None = None) -> dict:
     """Evaluate a completed training run's adapter against its base; optionally judge the pairs. Without `wait`,
-    returns once the run's actor is started."""
+    returns once the run's actor is started. `against`: a previous adapter's training run to compare with, per
+    changed and unchanged file (default: the run's parent, when it continued one)."""
     cfg.validate()
     store = client.store
-    train = store.run(adapter_run)
-    if train is None or train["kind"] != "train":
-        raise ValueError(f"no training run '{adapter_run}' (see `doctune runs`)")
-    if train["status"] != RunStatus.COMPLETED or not train["summary"].get("adapter"):
-        raise ValueError(f"run {adapter_run} is {train['status']} and has no adapter; evaluate a completed run")
+    train = _completed_train_run(store, adapter_run)
     project, version = train["project"], train["config"]["dataset"]
     if not any(r["split"] == cfg.split for r in store.dataset_rows(project, version)):
         raise ValueError(f"dataset {version} of project '{project}' has no '{cfg.split}' samples")
+    against = against or train["config"].get("parent_run")
+    if against:
+        previous = _completed_train_run(store, against)
+        if previous["project"] != project or (previous["config"]["train"]["model"]["name_or_path"]
+                                              != train["config"]["train"]["model"]["name_or_path"]):
+            raise ValueError(f"run {against} is not an adapter of run {adapter_run}'s project and base model "
+                             f"({project}, {train['config']['train']['model']['name_or_path']}); compare with an "
+                             f"earlier run of the same project and base (`doctune runs --project {project}`)")
     run_id = new_run_id("eval")
     store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": cfg.split,
-                                               "limit": cfg.limit, "limits": cfg.limits,
+                                               "limit": cfg.limit, "limits": cfg.limits, "against": against,
                                                "max_new_tokens": cfg.max_new_tokens, "greedy": True})
     store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(EvalRun, run_id, str(client.home), run_id, adapter_run, project, version, cfg,
-                         Secret(api_key()), resources=runs.model_resources())
+                         Secret(api_key()), against, resources=runs.model_resources())
     if not wait:
         return {"run_id": run_id, "status": RunStatus.QUEUED.value, "detached": True}
     return runs.watch(handle, on_progress)
+
+
+def _completed_train_run(store: StoreClient, run_id: str) -> dict:
+    train = store.run(run_id)
+    if train is None or train["kind"] != "train":
+        raise ValueError(f"no training run '{run_id}' (see `doctune runs`)")
+    if train["status"] != RunStatus.COMPLETED or not train["summary"].get("adapter"):
+        raise ValueError(f"run {run_id} is {train['status']} and has no adapter; evaluate a completed run")
+    return train
 
 
 def judge_pairs(store: StoreClient, run_id: str, project: str, judge_cfg, key: Secret) -> dict:

@@ -196,6 +196,8 @@ def print_train(r: dict) -> None:
               f"stop it with `doctune cancel {r['run_id']}`")
         return
     print(f"run {r['run_id']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
+    if r.get("parent_run"):
+        print(f"  continues run {r['parent_run']}'s adapter on dataset {r['dataset']}")
     if r.get("global_step") is not None:
         print(f"  steps {r['global_step']}, epochs {r['epochs']}, train loss {r['train_loss']}, "
               f"eval loss {r['eval_loss']}, {r.get('tokens_per_second') or 0:.0f} tokens/s")
@@ -233,7 +235,8 @@ def eval_document(result: dict) -> dict:
                       "metrics": {m: {k: v.get(k) for k in ("base", "tuned", "delta", "ci", "n", "better")}
                                   for m, v in (stats.get("metrics") or {}).items()}}
     return {"run_id": result["run_id"], "adapter_run": result.get("adapter_run"), "dataset": result.get("dataset"),
-            "status": result["status"], "error": result.get("error"), "sets": sets, "judge": result.get("judge")}
+            "status": result["status"], "error": result.get("error"), "sets": sets, "judge": result.get("judge"),
+            "against": result.get("against")}
 
 
 def print_eval(d: dict) -> None:
@@ -256,6 +259,26 @@ def print_eval(d: dict) -> None:
     for eval_set, w in (judge.get("sets") or {}).items():
         print(f"  judge ({judge['model']}) on {eval_set}: {w['win']} wins, {w['tie']} ties, {w['loss']} losses; "
               f"win rate {w['win_rate']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}]")
+    if d.get("against"):
+        _print_against(d["against"])
+
+
+def _print_against(a: dict) -> None:
+    """The continued adapter against the previous one, per group of files (changed, unchanged)."""
+    files = a["files"]
+    print(f"  against the previous adapter {a['previous_run']} (dataset {a['previous_dataset']} -> {a['dataset']}: "
+          f"{files['added']} files added, {files['changed']} changed, {files['deleted']} deleted, "
+          f"{files['unchanged']} unchanged)")
+    for group, meaning in (("changed", "did it learn the change?"), ("unchanged", "did it keep the rest?")):
+        g = a["groups"][group]
+        sets = ", ".join(f"{n} {s}" for s, n in g["sets"].items()) or "none"
+        print(f"  {group} files ({g['n']} prompts: {sets}; {meaning})")
+        print(f"    {'metric':<18} {'previous':>8} {'continued':>9} {'delta':>8}  95% interval     n")
+        for m, v in g["metrics"].items():
+            if v["n"]:
+                print(f"    {m:<18} {v['previous']:>8.4f} {v['continued']:>9.4f} {v['delta']:>+8.4f}  "
+                      f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] {v['n']:>4}"
+                      + ("  (lower is better)" if v.get("better") == "lower" else ""))
 
 
 def print_eval_matrix(d: dict) -> None:

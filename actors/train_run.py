@@ -4,7 +4,8 @@ Ray queues a second run until the GPU is free; the store shows it as `queued` un
 Metrics leave the training thread through a queue and reach the store actor in batches from a
 background thread, so the trainer never waits on the database. The run follows the one lifecycle of
 `actors/runs.py`: a detached actor named after the run, which outlives the command that started it and which
-`doctune cancel` finds.
+`doctune cancel` finds. A run may continue an earlier run's adapter (`start_train_from`): its own run, on a
+newer dataset version, its parent recorded in its config and summary.
 """
 
 from __future__ import annotations
@@ -77,9 +78,10 @@ class StoreSink:
 class TrainRun:
     """Runs `backend.train.train_adapter` for one run; `cancel` and `progress` answer while it trains."""
 
-    def __init__(self, home: str, run_id: str, project: str, version: str, cfg: dict, resume: bool):
+    def __init__(self, home: str, run_id: str, project: str, version: str, cfg: dict, resume: bool,
+                 parent_run: str | None = None):
         self.home, self.run_id, self.project, self.version = Path(home), run_id, project, version
-        self.cfg_dict, self.resume = cfg, resume
+        self.cfg_dict, self.resume, self.parent_run = cfg, resume, parent_run
         self.store = StoreClient(self.home)
         self.stop = threading.Event()
         self.sink: StoreSink | None = None
@@ -110,14 +112,15 @@ class TrainRun:
         rows = self.store.dataset_rows(self.project, self.version)
         use_all_cores()
         started = time.monotonic()
-        summary: dict = {"dataset": self.version, "preset": cfg.preset}
+        summary: dict = {"dataset": self.version, "preset": cfg.preset, "parent_run": self.parent_run}
         status, error = RunStatus.FAILED, None
         try:
             base = resolve_model_path(cfg.model.name_or_path, home=self.home)
+            parent = self.store.run(self.parent_run)["summary"]["adapter"] if self.parent_run else None
             result = train_adapter(cfg, [r for r in rows if r["split"] == "train"],
                                    [r for r in rows if r["split"] == "val"], self.home / "runs" / self.run_id,
                                    sink=self.sink, stop=self.stop, resume=self.resume, base_model_path=base,
-                                   dataset_version=self.version)
+                                   dataset_version=self.version, init_adapter=Path(parent) if parent else None)
             status = result.status
             summary |= {"global_step": result.global_step, "epochs": round(result.epochs_done, 3),
                         "train_loss": result.train_loss, "eval_loss": result.eval_loss,
@@ -183,8 +186,10 @@ def check_train_request(client, project: str, version: str | None, cfg) -> tuple
 
 
 def start_train_run(client, project: str | None, cfg=None, *, version: str | None = None,
-                    resume_run: str | None = None, wait: bool = True, on_progress=None) -> dict:
-    """Create (or resume) a training run, start its actor, and wait for it unless `wait` is off."""
+                    resume_run: str | None = None, parent_run: str | None = None, wait: bool = True,
+                    on_progress=None) -> dict:
+    """Create (or resume) a training run, start its actor, and wait for it unless `wait` is off. A new run with
+    `parent_run` starts from that run's adapter (`start_train_from` checks that it can)."""
     from backend.train_config import TrainConfig
 
     store = client.store
@@ -197,16 +202,66 @@ def start_train_run(client, project: str | None, cfg=None, *, version: str | Non
         runs.ensure_not_running(resume_run)
         project, version = run["project"], run["config"]["dataset"]
         cfg = TrainConfig.from_dict(run["config"]["train"], f"run {resume_run}")
-        run_id = resume_run
+        run_id, parent_run = resume_run, run["config"].get("parent_run")
     else:
         version, _ = check_train_request(client, project, version, cfg)
         run_id = new_run_id("train")
         store.create_run(run_id, "train", project, {"dataset": version, "preset": cfg.preset,
-                                                    "seed": cfg.training.seed, "train": cfg.to_dict()})
+                                                    "seed": cfg.training.seed, "train": cfg.to_dict(),
+                                                    "parent_run": parent_run})
     store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(TrainRun, run_id, str(client.home), run_id, project, version, cfg.to_dict(),
-                         bool(resume_run), resources=runs.model_resources(), max_concurrency=4)
+                         bool(resume_run), parent_run, resources=runs.model_resources(), max_concurrency=4)
     if not wait:
         return {"run_id": run_id, "status": RunStatus.QUEUED.value, "project": project, "dataset": version,
-                "detached": True}
+                "parent_run": parent_run, "detached": True}
     return runs.watch(handle, on_progress)
+
+
+def continue_config(client, parent_run: str, cfg=None):
+    """(parent run, config) for a run continuing `parent_run`'s adapter: the parent's own config, or `cfg` when it
+    has the parent's base model and LoRA shape.
+
+    Raises:
+        ValueError: no such training run, a run not completed or without its adapter on disk, or a `cfg` with
+            another base model or LoRA shape (each message says what to do instead).
+    """
+    from backend.train_config import TrainConfig
+
+    run = client.store.run(parent_run)
+    if run is None or run["kind"] != "train":
+        raise ValueError(f"no training run '{parent_run}' to continue; pick a completed one from `doctune runs`")
+    if run["status"] != RunStatus.COMPLETED:
+        raise ValueError(f"run {parent_run} is {run['status']}, not completed: finish it first (`doctune train "
+                         f"--resume {parent_run}`) or continue a completed run")
+    adapter = (run["summary"] or {}).get("adapter")
+    if not adapter or not (Path(adapter) / "adapter_model.safetensors").is_file():
+        raise ValueError(f"run {parent_run} has no adapter on disk ({adapter or 'none recorded'}); continue a run "
+                         f"whose adapter/ folder is still in its run folder")
+    parent_cfg = TrainConfig.from_dict(run["config"]["train"], f"run {parent_run}")
+    if cfg is None:
+        return run, parent_cfg
+    problems = []
+    if cfg.model.name_or_path != parent_cfg.model.name_or_path:
+        problems.append(f"base model {cfg.model.name_or_path} is not run {parent_run}'s base "
+                        f"{parent_cfg.model.name_or_path}")
+    if cfg.lora.to_dict() != parent_cfg.lora.to_dict():
+        problems.append(f"LoRA settings {cfg.lora.to_dict()} are not run {parent_run}'s {parent_cfg.lora.to_dict()}")
+    if problems:
+        raise ValueError(f"cannot continue run {parent_run}'s adapter: {'; '.join(problems)}. Drop --preset/--config "
+                         f"to use the parent's own settings, or train a fresh adapter without --from")
+    return run, cfg
+
+
+def start_train_from(client, parent_run: str, cfg=None, *, version: str | None = None, wait: bool = True,
+                     on_progress=None) -> dict:
+    """A new training run that continues `parent_run`'s adapter on `version` (default: the project's current
+    dataset version), with the parent's config unless `cfg` is given (same base model and LoRA shape).
+
+    Raises:
+        ValueError: the parent cannot be continued (`continue_config`), or the version has no train samples.
+        ConfigError: the config does not fit this cluster.
+    """
+    run, cfg = continue_config(client, parent_run, cfg)
+    return start_train_run(client, run["project"], cfg, version=version, parent_run=parent_run, wait=wait,
+                           on_progress=on_progress)

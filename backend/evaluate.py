@@ -421,3 +421,60 @@ def degenerate_summary(rows: list[dict]) -> dict:
         out[side] = {"n": len(rows), **counts, "degenerate": bad, "share": share,
                      "dominates": bool(rows) and share >= DEGENERATE_DOMINATES}
     return out
+
+
+# ---- a continued adapter against the adapter it continued --------------------------------------------
+
+CHANGE_GROUPS = ("changed", "unchanged")
+"""How `compare_by_change` groups prompts: files added or changed between the two adapters' dataset versions (did
+it learn the change?), and files whose text stayed the same (did it keep the rest?)."""
+
+
+def changed_files(old_rows: list[dict], new_rows: list[dict]) -> dict[str, list[str]]:
+    """The files of two dataset versions' samples by what happened to their text: `added`, `changed`, `deleted`
+    and `unchanged`, each sorted.
+
+    A file's text is known by the chunk ids of its samples (a chunk id hashes the chunk's text), so a file whose
+    samples come from the same chunks in both versions is unchanged, whatever curation did to the samples.
+    """
+    def chunks_by_file(rows: list[dict]) -> dict[str, set]:
+        out: dict[str, set] = {}
+        for r in rows:
+            if r.get("path"):
+                out.setdefault(r["path"], set()).add(r.get("chunk_id"))
+        return out
+
+    old, new = chunks_by_file(old_rows), chunks_by_file(new_rows)
+    both = old.keys() & new.keys()
+    return {"added": sorted(new.keys() - old.keys()), "changed": sorted(p for p in both if old[p] != new[p]),
+            "deleted": sorted(old.keys() - new.keys()), "unchanged": sorted(p for p in both if old[p] == new[p])}
+
+
+def change_group(path: str | None, files: dict[str, list[str]]) -> str | None:
+    """`changed` for a file added or changed (per `changed_files`), `unchanged` for one unchanged, else None."""
+    if path in files["added"] or path in files["changed"]:
+        return "changed"
+    return "unchanged" if path in files["unchanged"] else None
+
+
+def compare_by_change(rows: list[dict], files: dict[str, list[str]], metrics: list[str], seed: int = 0) -> dict:
+    """The previous adapter against the continued one, per `CHANGE_GROUPS` group and metric.
+
+    Args:
+        rows: one per prompt both adapters answered: {"path", "eval_set", "previous": scores, "continued": scores}.
+        files: `changed_files` of the previous adapter's dataset version and the continued one's.
+
+    Returns:
+        {group: {"n", "sets": {eval_set: n}, "metrics": {metric: {"previous", "continued", "delta", "ci", "n",
+        "better"}}}}: `aggregate` with base = previous and tuned = continued, so delta is continued - previous.
+    """
+    out = {}
+    for group in CHANGE_GROUPS:
+        members = [r for r in rows if change_group(r.get("path"), files) == group]
+        sets: dict[str, int] = {}
+        for r in members:
+            sets[r["eval_set"]] = sets.get(r["eval_set"], 0) + 1
+        stats = aggregate([{"base": r["previous"], "tuned": r["continued"]} for r in members], metrics, seed=seed)
+        out[group] = {"n": len(members), "sets": sets, "metrics": {
+            m: {"previous": s.pop("base"), "continued": s.pop("tuned"), **s} for m, s in stats.items()}}
+    return out

@@ -12,6 +12,8 @@ and transformers, TRL and peft are imported inside functions too, so that unslot
 Metrics go to a `MetricSink` every logging step, and to TensorBoard under out_dir/tensorboard.
 A run can be cancelled (a checkpoint is written first) and resumed; on CUDA out-of-memory the
 per-device batch is halved and gradient accumulation doubled, and the run resumes from its last checkpoint.
+A run can also continue an earlier run's adapter (`init_adapter`): same base and LoRA shape, its weights loaded
+into the new adapter before the first step, trained further on a newer dataset version.
 """
 
 from __future__ import annotations
@@ -198,6 +200,24 @@ def build_hf_model(cfg: TrainConfig, model_path: Path):
     set_seed(cfg.training.seed)
     model = get_peft_model(model, lora_config(cfg))
     return model, AutoTokenizer.from_pretrained(model_path, local_files_only=True)
+
+
+def load_adapter_weights(model, adapter_dir: Path) -> None:
+    """Copy a saved adapter's LoRA weights into `model`'s (trainable) adapter, for either engine: both build the
+    adapter with `get_peft_model`, so the parent's tensors are loaded by name over the fresh initialisation.
+
+    Raises:
+        ValueError: the saved adapter does not fill every LoRA tensor of `model` (another LoRA shape or base).
+    """
+    from peft.utils import load_peft_weights, set_peft_model_state_dict
+
+    weights = load_peft_weights(str(adapter_dir), device="cpu")
+    result = set_peft_model_state_dict(model, weights)
+    missing = [k for k in result.missing_keys if "lora_" in k]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"the adapter in {adapter_dir} does not fit this model's LoRA ({len(missing)} tensors "
+                         f"missing, {len(result.unexpected_keys)} unexpected); continue it with its own base model "
+                         f"and LoRA settings")
 
 
 # ==== unsloth engine (CUDA only; cannot run on the CPU test machine) =================================
@@ -475,7 +495,8 @@ def _sft_config(cfg: TrainConfig, out_dir: Path, batch: int, accum: int, evaluat
 
 def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict], out_dir: Path, *,
                   sink: MetricSink, stop: threading.Event | None = None, resume: bool = False,
-                  base_model_path: Path | None = None, dataset_version: str | None = None) -> TrainResult:
+                  base_model_path: Path | None = None, dataset_version: str | None = None,
+                  init_adapter: Path | None = None) -> TrainResult:
     """Train a LoRA adapter on `train_rows`, evaluating on `val_rows`, into `out_dir`.
 
     Args:
@@ -488,6 +509,8 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
         resume: continue from the last checkpoint in out_dir (a fresh start, reported, when there is none).
         base_model_path: the base model's folder, overriding `cfg.model.name_or_path` (e.g. a built tiny model).
         dataset_version: named in error messages.
+        init_adapter: an earlier run's adapter folder to continue: its weights start this run's adapter (a resume
+            from a checkpoint then loads the checkpoint's over them). Same base and LoRA shape as `cfg`.
 
     Raises:
         ValueError: no train rows, malformed rows, or out_dir holds another run's checkpoints and resume is off.
@@ -535,6 +558,9 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
 
     def run_once(batch: int, accum: int, resume_now: bool):
         model, tokenizer = build_model(cfg, model_path)
+        if init_adapter is not None:
+            load_adapter_weights(model, init_adapter)
+            events("init_adapter", adapter=str(init_adapter))
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         events("model", trainable_params=trainable, total_params=sum(p.numel() for p in model.parameters()))
         callback = _sink_callback(sink, stop, cuda)
@@ -565,7 +591,7 @@ def train_adapter(cfg: TrainConfig, train_rows: list[dict], val_rows: list[dict]
     if callback.cancelled_at is not None:
         events("cancelled", step=state.global_step, checkpoint=str(last_checkpoint))
     else:
-        adapter_dir = _save_adapter(trainer, cfg, model_path, out_dir, train_rows + replay, val_rows)
+        adapter_dir = _save_adapter(trainer, cfg, model_path, out_dir, train_rows + replay, val_rows, init_adapter)
         events("completed", step=state.global_step, adapter_dir=str(adapter_dir))
     return TrainResult(
         status="cancelled" if callback.cancelled_at is not None else "completed",
@@ -606,7 +632,8 @@ def checkpoint_history(run_dir: Path) -> tuple[int, list[tuple[int, str, float]]
     return int(state["global_step"]), rows
 
 
-def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, train_rows, val_rows) -> Path:
+def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, train_rows, val_rows,
+                  init_adapter: Path | None = None) -> Path:
     """Adapter weights (safetensors), tokenizer and the resolved config, written aside and renamed into
     place, so an `adapter/` folder is always complete."""
     staging, final = out_dir / (ADAPTER + ".partial"), out_dir / ADAPTER
@@ -616,7 +643,8 @@ def _save_adapter(trainer, cfg: TrainConfig, model_path: Path, out_dir: Path, tr
     end_of_turn = generation_config_with_end_of_turn(trainer.model.get_base_model(), trainer.processing_class)
     end_of_turn.save_pretrained(staging)
     record = {"train_config": cfg.to_dict(), "base_model_path": str(model_path),
-              "global_step": trainer.state.global_step, "train_rows": len(train_rows), "val_rows": len(val_rows)}
+              "global_step": trainer.state.global_step, "train_rows": len(train_rows), "val_rows": len(val_rows),
+              "init_adapter": str(init_adapter) if init_adapter else None}
     (staging / RUN_CONFIG_FILE).write_text(json.dumps(record, indent=2))
     shutil.rmtree(final, ignore_errors=True)
     staging.rename(final)

@@ -120,3 +120,32 @@ def seed_store(home: Path, samples: int = 400, metric_points: int = 600, files: 
         store.close()
     return {"project": PROJECT, "samples": samples, "train_runs": list(TRAIN_RUNS), "eval_run": EVAL_RUN,
             "synth_run": SYNTH_RUN}
+
+
+def seed_continued_run(home: Path) -> None:
+    """After `seed_store`: `train-continued`, which continued TRAIN_RUNS[0]'s adapter, and its evaluation
+    `eval-continued` with the comparison against the previous adapter (changed files learned: ROUGE-L 0.25 ->
+    0.75; unchanged kept: 0.8 -> 0.78)."""
+    store = Store(home / DB_FILENAME, role="seed")
+    try:
+        store.create_run("train-continued", "train", PROJECT, {"dataset": "v1", "preset": "tiny", "train": {},
+                                                               "parent_run": TRAIN_RUNS[0]})
+        store.finish_run("train-continued", "completed", {"global_step": 5, "parent_run": TRAIN_RUNS[0]})
+        group = {"n": 3, "sets": {"test": 1, "probe": 2}, "metrics": {"rouge_l": {
+            "previous": 0.25, "continued": 0.75, "delta": 0.5, "ci": [0.4, 0.6], "n": 3, "better": "higher"}}}
+        against = {"previous_run": TRAIN_RUNS[0], "previous_dataset": "v1", "dataset": "v2",
+                   "files": {"added": 1, "changed": 2, "deleted": 1, "unchanged": 7},
+                   "changed_files": ["docs/new.md", "docs/a.md", "docs/b.md"], "deleted_files": ["docs/gone.md"],
+                   "groups": {"changed": group, "unchanged": {"n": 4, "sets": {"test": 2, "probe": 2}, "metrics": {
+                       "rouge_l": {"previous": 0.8, "continued": 0.78, "delta": -0.02, "ci": [-0.05, 0.01], "n": 4,
+                                   "better": "higher"}}}}}
+        store.create_run("eval-continued", "eval", PROJECT, {"adapter_run": "train-continued", "dataset": "v1"})
+        store.record_eval_results([{
+            "run_id": "eval-continued", "adapter_run": "train-continued", "eval_set": "test", "sample_id": "s1",
+            "task": "qa", "prompt": [{"role": "user", "content": "How?"}], "reference": "So.", "base_output": "No.",
+            "tuned_output": "So.", "base_scores": {"rouge_l": 0.0}, "tuned_scores": {"rouge_l": 1.0}, "judge": None,
+            "judge_detail": None}])
+        store.finish_run("eval-continued", "completed", {"adapter_run": "train-continued", "split": "test",
+                                                        "sets": ["test"], "against": against})
+    finally:
+        store.close()

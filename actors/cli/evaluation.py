@@ -18,6 +18,9 @@ def add_commands(sub) -> None:
     ev = sub.add_parser("eval", help="base against tuned on the held-out split, the knowledge probes and the "
                                      "retention set: metrics, intervals, judge")
     ev.add_argument("--run", required=True, help="a completed training run")
+    ev.add_argument("--against", default=None, metavar="PREV",
+                    help="also compare with an earlier adapter of the project on the prompts of changed and unchanged "
+                         "files (default: the run's parent, when it continued one with `train --from`)")
     add_config_flags(ev, EvalConfig, EVAL_FLAGS)
     ev.add_argument("--config", default=None, help="YAML of SynthConfig settings for the judge endpoint")
     ev.add_argument("--json", action="store_true")
@@ -41,7 +44,7 @@ def add_commands(sub) -> None:
 
 def cmd_eval(args) -> int:
     cfg = _eval_config(args)  # before Ray starts: a mistake in the file or a flag costs no wait
-    result = connect(args).evaluate(args.run, cfg)
+    result = connect(args).evaluate(args.run, cfg, against=args.against)
     emit(args, eval_document(result), print_eval)
     return 0 if result["status"] == "completed" else 1
 

@@ -23,6 +23,9 @@ def add_commands(sub) -> None:
     tr.add_argument("--config", default=None, help="YAML overriding a preset (see README)")
     add_config_flags(tr, TrainConfig, TRAIN_FLAGS)
     tr.add_argument("--resume", default=None, metavar="RUN", help="continue a run from its last checkpoint")
+    tr.add_argument("--from", dest="from_run", default=None, metavar="RUN",
+                    help="a new run continuing a completed run's adapter on --dataset (default: the project's "
+                         "current version), with that run's settings unless --preset/--config name the same base")
     tr.add_argument("--detach", action="store_true", help="return at once; the run goes on in this home's cluster")
     tr.add_argument("--json", action="store_true")
     tr.set_defaults(func=cmd_train)
@@ -56,18 +59,27 @@ def add_commands(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    if args.resume is None and args.project is None:
-        raise UserError("name a --project to train, or --resume RUN")
+    if args.resume is None and args.project is None and args.from_run is None:
+        raise UserError("name a --project to train, --from RUN to continue a run's adapter, or --resume RUN")
+    if args.resume and args.from_run:
+        raise UserError("--resume finishes an unfinished run, --from starts a new one from a completed run's "
+                        "adapter: pass one of them")
     # a named file or preset is checked before Ray starts, so a mistake in it costs no wait
     cfg = _train_config(args) if args.resume is None and (args.config or args.preset) else None
     if args.detach and not cluster_named(args):
         start_local_cluster(resolve_home(args.home))  # the run must outlive this command
     client = connect(args)
-    if args.resume is None and cfg is None:
+    if args.from_run and cfg is None:  # the parent's settings, with this command's flags over them
+        cfg = apply_config_flags(client.continue_config(args.from_run), args, TRAIN_FLAGS).validate()
+    elif args.resume is None and cfg is None:
         cfg = _train_config(args, gpu=client.cluster_has_gpu())
     with progress_bar("training", args.json) as on_progress:
-        result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
-                              wait=not args.detach, on_progress=on_progress)
+        if args.from_run:
+            result = client.train_from(args.from_run, cfg, version=args.dataset, wait=not args.detach,
+                                       on_progress=on_progress)
+        else:
+            result = client.train(args.project, cfg, version=args.dataset, resume_run=args.resume,
+                                  wait=not args.detach, on_progress=on_progress)
     emit(args, result, print_train)
     return 0 if result["status"] in {"completed", "cancelled", "queued"} else 1
 

@@ -1,6 +1,7 @@
 """Evaluation: base against tuned on three sets (held-out files, knowledge probes, general coding) — the metric
 table with 95% intervals, what the model learned in plain words, the judge's win/tie/loss, and a side-by-side
-viewer of prompt, reference, both outputs and their scores, filtered by flips, hallucinations and task type."""
+viewer of prompt, reference, both outputs and their scores, filtered by flips, hallucinations and task type; for an
+adapter that continued another, the two adapters on the files that changed and on those that did not."""
 
 import pandas as pd
 import streamlit as st
@@ -67,7 +68,32 @@ def evaluation(project: str) -> None:
             st.caption(f"ROUGE-L flips (moved by more than 0.05): {flips.get('improved', 0)} improved, "
                        f"{flips.get('regressed', 0)} regressed, of {stats.get('n')}")
     judge_status(summary.get("judge") or {}, eval_set, run["status"])
+    if summary.get("against"):
+        against_previous(summary["against"])
     side_by_side(run_id, eval_set)
+
+
+def against_previous(a: dict) -> None:
+    """The continued adapter against the one it continued: per group of files, each metric for both."""
+    st.subheader("Against the previous adapter")
+    files = a["files"]
+    st.caption(f"Adapter {a['previous_run']} (dataset {a['previous_dataset']}) against this one (dataset "
+               f"{a['dataset']}): {files['added']} files added, {files['changed']} changed, {files['deleted']} "
+               f"deleted, {files['unchanged']} unchanged. Δ is continued − previous, with its 95% interval.")
+    for group, question in (("changed", "Changed files: did it learn the change?"),
+                            ("unchanged", "Unchanged files: did it keep the rest?")):
+        g = a["groups"][group]
+        st.markdown(f"**{question}** ({g['n']} prompts: "
+                    + (", ".join(f"{n} {s}" for s, n in g["sets"].items()) or "none") + ")")
+        rows = [{"metric": m, "better": v["better"], "previous": v["previous"], "continued": v["continued"],
+                 "Δ (continued − previous)": v["delta"], "95% CI low": (v["ci"] or [None, None])[0],
+                 "95% CI high": (v["ci"] or [None, None])[1], "n": v["n"]}
+                for m, v in g["metrics"].items() if v["n"]]
+        if rows:
+            st.dataframe(pd.DataFrame(rows), hide_index=True)
+    if a["changed_files"]:
+        with st.expander(f"Changed and added files ({len(a['changed_files'])})"):
+            st.text("\n".join(a["changed_files"]))
 
 
 def glossary(eval_set: str) -> None:

@@ -109,6 +109,8 @@ def panel(run: dict) -> None:
     run_id = run["run_id"]
     p = dt.train_progress(run_id)
     st.markdown(f"**{run_id}** — {status_label(run['status'])}")  # as the queue and the picker say
+    if p["parent_run"]:
+        st.caption(f"Continues run {p['parent_run']}'s adapter, on dataset version {p['dataset']}.")
     if p["max_steps"]:
         done = min((p["step"] or 0) / p["max_steps"], 1.0)
         left = f" · about {fmt_seconds(p['seconds_left'])} left" if p["seconds_left"] is not None else ""
@@ -156,14 +158,31 @@ def next_steps(run: dict) -> None:
     run_id, project, version = run["run_id"], run["project"], dt.run(run["run_id"])["config"]["dataset"]
     st.header("Next steps")
     st.caption(f"For {run_id}, trained on dataset version {version}.")
-    tabs = st.tabs(["Evaluate", "Export & download", "Merge"])
+    tabs = st.tabs(["Evaluate", "Export & download", "Merge", "Continue"])
     with tabs[0], failures_shown("Starting the evaluation"):
         evaluate_form(run_id)
     with tabs[1], failures_shown("The export"):
         export_form(project, version)
     with tabs[2], failures_shown("Starting the merge"):
         merge_form(run_id)
+    with tabs[3], failures_shown("Starting the continued run"):
+        continue_form(run_id, project, version)
     follow_ups(run_id)
+
+
+def continue_form(run_id: str, project: str, version: str) -> None:
+    """A new run from this run's adapter on the project's current version (after a refresh, say)."""
+    current = dt.current_dataset(project)
+    st.code(f"doctune train --from {run_id}", language="bash")
+    st.caption(f"Trains this adapter further on the current dataset version ({current}), with this run's settings; "
+               f"the new run records this one as its parent, and its evaluation compares the two adapters on the "
+               f"files that changed and on those that did not.")
+    if current == version:
+        st.info(f"The current version is the one this run trained on ({version}): continuing it would train on the "
+                f"same samples again.")
+    if st.button("Continue this adapter", key=f"continue-{run_id}"):
+        started = dt.train_from(run_id, wait=False)
+        st.success(f"Started {started['run_id']} on {started['dataset']}; it goes on if you leave this page.")
 
 
 def evaluate_form(run_id: str) -> None:

@@ -234,3 +234,45 @@ def test_degenerate_summary_counts_each_side_and_says_when_it_dominates():
     assert degenerate_summary(rows[:1])["tuned"]["dominates"] is False
     assert degenerate_summary([])["base"] == {"n": 0, "empty": 0, "non_text": 0, "repetition": 0, "degenerate": 0,
                                               "share": 0.0, "dominates": False}
+
+
+# --- a continued adapter against the previous one ---------------------------------------------------
+
+def _version(files: dict[str, list[str]]) -> list[dict]:
+    """Dataset rows: two samples per chunk of each file (a chunk id stands for the chunk's text)."""
+    return [{"sample_id": f"{path}:{chunk}:{i}", "path": path, "chunk_id": chunk}
+            for path, chunks in files.items() for chunk in chunks for i in range(2)]
+
+
+def test_changed_files_compares_each_file_s_chunks_across_versions():
+    from backend.evaluate import changed_files
+
+    old = _version({"a.md": ["a1", "a2"], "b.md": ["b1"], "c.md": ["c1"], "gone.md": ["g1"]})
+    # a.md: one chunk's text edited; b.md: the same chunks (re-curated: fewer samples); new.md appears
+    new = _version({"a.md": ["a1", "a2x"], "b.md": ["b1"], "c.md": ["c1"], "new.md": ["n1"]})[:-1]
+    new = [r for r in new if r["sample_id"] != "b.md:b1:1"]
+    assert changed_files(old, new) == {"added": ["new.md"], "changed": ["a.md"], "deleted": ["gone.md"],
+                                       "unchanged": ["b.md", "c.md"]}
+    assert changed_files(old, old) == {"added": [], "changed": [], "deleted": [], "unchanged": ["a.md", "b.md", "c.md",
+                                                                                                 "gone.md"]}
+
+
+def test_compare_by_change_groups_prompts_by_their_file_and_pairs_the_adapters():
+    from backend.evaluate import change_group, compare_by_change
+
+    files = {"added": ["new.md"], "changed": ["a.md"], "deleted": ["gone.md"], "unchanged": ["b.md"]}
+    assert [change_group(p, files) for p in ("new.md", "a.md", "b.md", "gone.md", None)] == [
+        "changed", "changed", "unchanged", None, None]
+    # the continued adapter learned the changed files (0.2 -> 0.9) and kept the unchanged one (0.8 -> 0.8)
+    rows = [{"path": "a.md", "eval_set": "probe", "previous": {"rouge_l": 0.2}, "continued": {"rouge_l": 0.9}},
+            {"path": "new.md", "eval_set": "test", "previous": {"rouge_l": 0.2}, "continued": {"rouge_l": 0.9}},
+            {"path": "b.md", "eval_set": "probe", "previous": {"rouge_l": 0.8}, "continued": {"rouge_l": 0.8}},
+            {"path": "gone.md", "eval_set": "probe", "previous": {"rouge_l": 0.0}, "continued": {"rouge_l": 1.0}}]
+    out = compare_by_change(rows, files, ["rouge_l"])
+    changed, unchanged = out["changed"], out["unchanged"]
+    assert (changed["n"], changed["sets"]) == (2, {"probe": 1, "test": 1})
+    assert changed["metrics"]["rouge_l"]["previous"] == pytest.approx(0.2)
+    assert changed["metrics"]["rouge_l"]["continued"] == pytest.approx(0.9)
+    assert changed["metrics"]["rouge_l"]["delta"] == pytest.approx(0.7) and changed["metrics"]["rouge_l"]["n"] == 2
+    assert (unchanged["n"], unchanged["metrics"]["rouge_l"]["delta"]) == (1, pytest.approx(0.0))
+    assert "base" not in changed["metrics"]["rouge_l"]

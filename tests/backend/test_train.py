@@ -25,6 +25,7 @@ from backend.train import (
     build_hf_model,
     export_gguf,
     free_unsloth_memory,
+    load_adapter_weights,
     merge_to_16bit,
     rows_to_dataset,
     run_with_oom_backoff,
@@ -218,6 +219,40 @@ def test_merged_model_equals_base_plus_adapter(trained, tiny, tmp_path):
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, with_adapter(ids).logits, atol=1e-4)
     assert merge_to_16bit(result.adapter_dir, tiny, tmp_path / "bf16").joinpath("model.safetensors").is_file()
+
+
+# ---- continuing an adapter -------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_continued_run_starts_from_the_parent_adapter(trained, tiny, rows, tmp_path):
+    parent, fresh_sink, _ = trained
+    cfg = resolve_for_hardware(load_preset("tiny"), **CPU)
+    model, _ = build_hf_model(cfg, tiny)
+    load_adapter_weights(model, parent.adapter_dir)
+    saved = load_file(parent.adapter_dir / "adapter_model.safetensors")
+    loaded = {n.replace(".default", ""): p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(loaded) == set(saved) and all(torch.equal(loaded[n], saved[n]) for n in saved)
+
+    cfg = load_preset("tiny")
+    cfg.training.max_steps = 2
+    sink = RecordingSink()
+    continued = train_adapter(cfg, *rows, tmp_path, sink=sink, base_model_path=tiny, init_adapter=parent.adapter_dir)
+    assert continued.status == "completed" and continued.global_step == 2
+    # the same seed and data: the fresh run's first batch is this one's, and the parent has learned it
+    first, fresh_first = sink.train_logs()[0][1]["loss"], fresh_sink.train_logs()[0][1]["loss"]
+    assert first < fresh_first - 1.0, (first, fresh_first)
+    assert [e["kind"] for e in continued.events] == ["start", "init_adapter", "model", "completed"]
+    record = json.loads((continued.adapter_dir / "doctune_train_config.json").read_text())
+    assert record["init_adapter"] == str(parent.adapter_dir)
+
+
+@pytest.mark.slow
+def test_an_adapter_of_another_lora_shape_is_refused(trained, tiny):
+    cfg = resolve_for_hardware(load_preset("tiny"), **CPU)
+    cfg.lora.target_modules = ["q_proj"]
+    model, _ = build_hf_model(cfg, tiny)
+    with pytest.raises(ValueError, match="does not fit this model's LoRA"):
+        load_adapter_weights(model, trained[0].adapter_dir)
 
 
 # ---- cancel, resume, out of memory -----------------------------------------------------------------

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from backend.auth_config import AUTH_VARIABLE, PASSWORD_VARIABLE
 from backend.config import DB_FILENAME
 from backend.store import Store
-from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_store
+from tests.seed_store import EVAL_RUN, PROJECT, SYNTH_RUN, TRAIN_RUNS, seed_continued_run, seed_store
 
 APP = str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py")
 PAGES = ("overview", "dataset", "synthesis", "training", "compare", "evaluation")
@@ -575,3 +575,24 @@ def test_the_synthesis_panel_reads_the_run_progress_once_per_draw(seeded, monkey
     monkeypatch.setattr(dt, "synth_progress", lambda run_id: reads.append(run_id) or read(run_id))
     open_page("synthesis")
     assert reads == [SYNTH_RUN]
+def test_a_continued_run_shows_its_parent_and_its_evaluation_against_the_previous_adapter(dash):
+    """A run that continued another's adapter names its parent on the Training page; its evaluation shows both
+    adapters per group of files (changed, unchanged) on the Evaluation page."""
+    seed_store(dash, samples=60)
+    seed_continued_run(dash)
+
+    at = open_page("training")
+    clean(at.selectbox(key="train-run-picked").select("train-continued").run())
+    assert f"Continues run {TRAIN_RUNS[0]}'s adapter, on dataset version v1." in [c.value for c in at.caption]
+    assert "doctune train --from train-continued" in [c.value for c in at.code]
+
+    at = open_page("evaluation")
+    clean(at.selectbox[0].select("eval-continued").run())
+    assert "Against the previous adapter" in [h.value for h in at.subheader]
+    text = [m.value for m in at.markdown]
+    assert "**Changed files: did it learn the change?** (3 prompts: 1 test, 2 probe)" in text
+    assert "**Unchanged files: did it keep the rest?** (4 prompts: 2 test, 2 probe)" in text
+    compared = [d.value for d in at.dataframe if "continued" in d.value.columns]
+    assert len(compared) == 2
+    assert compared[0].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.25, 0.75]
+    assert compared[1].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.8, 0.78]
