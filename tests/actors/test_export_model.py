@@ -72,3 +72,25 @@ def test_export_model_writes_a_bundle_that_answers_like_the_evaluation(client, t
     first = verify["differences"][0]
     assert f"{first['eval_set']} sample {first['sample_id']}, prompt {first['prompt'][:80]!r}" in printed
     assert not json.loads((out / "manifest.json").read_text())["verify"]["passed"]
+
+
+def test_bad_requests_exit_2_before_any_model_is_loaded(client, tmp_path, capsys, monkeypatch):
+    from actors.cli import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.unsloth/llama.cpp
+    monkeypatch.delenv("UNSLOTH_LLAMA_CPP_PATH", raising=False)
+    client.store.upsert_project("e", "/nowhere", None)
+    client.store.create_run("train-x", "train", "e", {})
+    client.store.finish_run("train-x", "completed", {"adapter": str(tmp_path / "adapter")})
+    home = ["--home", str(client.home), "export-model"]
+
+    assert main(home + ["train-nope", "--out", str(tmp_path / "b")]) == 2
+    assert "run 'train-nope' has no adapter" in capsys.readouterr().err
+    (tmp_path / "file").write_text("x")
+    assert main(home + ["train-x", "--out", str(tmp_path / "file")]) == 2
+    assert "is a file; name a folder" in capsys.readouterr().err
+    assert main(home + ["train-x", "--out", str(tmp_path / "b"), "--gguf"]) == 2
+    err = capsys.readouterr().err
+    assert "convert_hf_to_gguf.py, not found in" in err and str(tmp_path / ".unsloth" / "llama.cpp") in err
+    assert "git clone https://github.com/ggml-org/llama.cpp" in err
+    assert [r["kind"] for r in client.runs()] == ["train"]  # no run was started for any of them
