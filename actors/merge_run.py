@@ -106,6 +106,7 @@ class ExportModelRun:
 
     def run(self) -> dict:
         import json
+        import shutil
 
         from transformers import AutoTokenizer  # torch: only in the process that merges
 
@@ -119,6 +120,8 @@ class ExportModelRun:
             out = self.out
             out.mkdir(parents=True, exist_ok=True)
             (out / "manifest.json").unlink(missing_ok=True)  # a bundle being rewritten is not whole until the end
+            for stale in ("merged", "gguf"):  # nor may it keep files of the bundle it replaces
+                shutil.rmtree(out / stale, ignore_errors=True)
             merged = merge_to_16bit(adapter, None, out / "merged", dtype=self.dtype)
             bundle.copy_adapter(adapter, out / "adapter")
             gguf = convert_to_gguf(merged, out / "gguf", **self.gguf) if self.gguf else []

@@ -7,6 +7,7 @@ import pytest
 from backend.eval_config import EvalConfig
 from test_eval_run import fixed_answer_dataset
 from test_train_run import tiny
+from tests.backend.test_gguf import fake_llama_cpp
 
 
 @pytest.mark.slow
@@ -25,10 +26,16 @@ def test_export_model_writes_a_bundle_that_answers_like_the_evaluation(client, t
     assert evaluated["status"] == "completed", evaluated.get("error")
 
     out = tmp_path / "bundle"
-    # fp32: the precision the evaluation ran in on this CPU (bf16 rounding may flip a near-tie greedy choice)
-    assert main(["--home", str(client.home), "export-model", run, "--out", str(out), "--dtype", "fp32"]) == 0
+    # fp32: the precision the evaluation ran in on this CPU (bf16 rounding may flip a near-tie greedy choice);
+    # GGUF through a stand-in converter (llama.cpp's own knows no tokenizer like tiny's: see test_gguf.py)
+    llama_cpp = fake_llama_cpp(tmp_path / "llama.cpp")
+    assert main(["--home", str(client.home), "export-model", run, "--out", str(out), "--dtype", "fp32", "--gguf",
+                 "--llama-cpp", str(llama_cpp)]) == 0
     printed = capsys.readouterr().out
     assert f"verify: identical: all 11 answers of evaluation {evaluated['run_id']}" in printed, printed
+    gguf = out.resolve() / "gguf" / "model-q8_0.gguf"
+    assert f"gguf: {gguf}" in printed and json.loads((llama_cpp / "calls.jsonl").read_text())[0] == str(
+        out.resolve() / "merged")
 
     # the adapter alone, the merged 16-bit model (no LoRA left in it), the README, the Modelfile, the manifest
     adapter = client.home / "runs" / run / "adapter"
@@ -59,11 +66,13 @@ def test_export_model_writes_a_bundle_that_answers_like_the_evaluation(client, t
             in readme)
     assert f"vllm serve {merged_out} --served-model-name {name}" in readme
     assert f"cd {out.resolve()} && ollama create {name} -f Modelfile" in readme
+    assert f"llama-server -m {gguf}" in readme and "gguf/model-q8_0.gguf" in manifest["files"]
 
     # a chat template lost on the way (here: changed in the adapter the bundle is built from) answers otherwise
     template = adapter / "chat_template.jinja"
     template.write_text(template.read_text().replace("You are a helpful assistant.", "You are a pirate."))
     assert main(["--home", str(client.home), "export-model", run, "--out", str(out), "--dtype", "fp32"]) == 1
+    assert not (out / "gguf").exists() and "gguf/" not in (out / "README.md").read_text().split("## GGUF")[1]
     printed = capsys.readouterr().out
     assert "verify: DIFFERENT" in printed, printed
     export = client.follow_up_runs(run)[0]  # the newest: this export
