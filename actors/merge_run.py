@@ -135,7 +135,8 @@ class ExportModelRun:
             name = f"doctune-{train_run}"
             (out / "README.md").write_text(bundle.readme(
                 run=train_run, name=name, base=base, base_name=model_cfg["model"]["name_or_path"], out=out.resolve(),
-                lora_rank=model_cfg["lora"]["r"], ollama_adapter=uses_adapter, architecture=architecture, gguf=gguf))
+                dtype=self.dtype, lora_rank=model_cfg["lora"]["r"], ollama_adapter=uses_adapter,
+                architecture=architecture, gguf=gguf))
             summary.update(merged=str(merged), adapter=str(out / "adapter"), gguf=[str(f) for f in gguf],
                            ollama="adapter" if uses_adapter else "merged", verify=self._verify(merged))
             bundle.write_manifest(out, {"run": train_run, "project": self.train["project"],

@@ -27,9 +27,10 @@ OLLAMA_ADAPTER_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Mixtr
                                 "Gemma2ForCausalLM")
 """Architectures whose safetensors LoRA adapters `ollama create` imports (docs.ollama.com/import)."""
 CHATML_TEMPLATE = ('{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
-                   '{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}'
-                   '<|im_start|>assistant\n')
-"""ChatML (Qwen, SmolLM2, the tiny model) as an Ollama Go template."""
+                   '{{- range .Messages }}{{- if ne .Role "system" }}<|im_start|>{{ .Role }}\n{{ .Content }}'
+                   '<|im_end|>\n{{ end }}{{ end }}<|im_start|>assistant\n')
+"""ChatML (Qwen, SmolLM2, the tiny model) as an Ollama Go template; Ollama gathers system messages into .System,
+so the loop leaves them out."""
 CHATML_STOPS = ("<|im_end|>", "<|im_start|>")
 SAMPLE_CONVERSATION = [{"role": "user", "content": "How do I open the berth window?"},
                        {"role": "assistant", "content": "Call berth.open()."},
@@ -87,7 +88,7 @@ def ollama_modelfile(architecture: str, base: Path, rendered_sample: str) -> tup
         if system:
             lines.append(f'SYSTEM """{system}"""')
         lines += [f'PARAMETER stop "{s}"' for s in CHATML_STOPS]
-    lines += ["PARAMETER temperature 0  # greedy, as evaluated"]
+    lines += ["# greedy, as evaluated (a Modelfile comment must have a line of its own)", "PARAMETER temperature 0"]
     return "\n".join(lines) + "\n", adapter
 
 
@@ -98,8 +99,8 @@ def render_chatml(system: str, messages: list[dict]) -> str:
     return head + body + "<|im_start|>assistant\n"
 
 
-def readme(*, run: str, name: str, base: Path, base_name: str, out: Path, lora_rank: int, ollama_adapter: bool,
-           architecture: str, gguf: list[Path]) -> str:
+def readme(*, run: str, name: str, base: Path, base_name: str, out: Path, dtype: str, lora_rank: int,
+           ollama_adapter: bool, architecture: str, gguf: list[Path]) -> str:
     """The bundle's README: what is in it and the commands that serve it, with this bundle's absolute paths."""
     adapter, merged = out / "adapter", out / "merged"
     rank = f" --max-lora-rank {lora_rank}" if lora_rank > 16 else ""  # vLLM's default cap is 16
@@ -112,15 +113,15 @@ def readme(*, run: str, name: str, base: Path, base_name: str, out: Path, lora_r
         "Not written; `doctune export-model RUN --out DIR --gguf` converts merged/ with llama.cpp.\n"
     return f"""# {name}: DocTune training run {run}
 
-Base model: {base_name} (`{base}`). Every answer was checked greedy against the evaluation's stored outputs
-when `doctune export-model` wrote this bundle (unless `--no-verify`); `manifest.json` lists every file's sha256.
+Base model: {base_name} (`{base}`). `manifest.json` lists every file's sha256, and under `verify` whether the
+merged model answered the prompts of the run's latest evaluation exactly as evaluated (greedy).
 
 | path | what |
 |---|---|
-| `merged/` | the base with the adapter merged in (16-bit, a transformers folder) |
+| `merged/` | the base with the adapter merged in ({dtype}, a transformers folder) |
 | `adapter/` | the LoRA adapter alone, with the tokenizer and chat template it was trained with |
 | `Modelfile` | Ollama |
-| `manifest.json` | run, base, dataset version, files and sha256s |
+| `manifest.json` | run, base, dataset version, the verification, files and sha256s |
 
 ## vLLM: the base with the adapter (several adapters can share one base)
 

@@ -38,6 +38,7 @@ def test_qwen2_imports_the_merged_model_with_its_chatml_template(tiny_rendered, 
     assert "Qwen2ForCausalLM" in text and "Llama" in text  # says why: which architectures Ollama takes adapters for
     assert 'SYSTEM """You are a helpful assistant."""' in lines
     assert 'PARAMETER stop "<|im_end|>"' in lines and any(line.startswith('TEMPLATE """') for line in lines)
+    assert "PARAMETER temperature 0" in lines  # Ollama takes no comment after a value
 
 
 def test_llama_takes_the_adapter_on_its_base_and_an_unknown_template_is_left_to_ollama(tmp_path):
@@ -52,12 +53,13 @@ def test_llama_takes_the_adapter_on_its_base_and_an_unknown_template_is_left_to_
 
 def test_the_readme_names_this_bundles_paths_and_a_rank_above_vllms_default(tmp_path):
     text = readme(run="train-1", name="doctune-train-1", base=tmp_path / "base", base_name="smol", out=tmp_path,
-                  lora_rank=32, ollama_adapter=True, architecture="LlamaForCausalLM", gguf=[tmp_path / "m.gguf"])
+                  dtype="bf16", lora_rank=32, ollama_adapter=True, architecture="LlamaForCausalLM",
+                  gguf=[tmp_path / "m.gguf"])
     assert (f"vllm serve {tmp_path / 'base'} --tokenizer {tmp_path / 'adapter'} --enable-lora --lora-modules "
             f"doctune-train-1={tmp_path / 'adapter'} --max-lora-rank 32") in text
     assert f"vllm serve {tmp_path / 'merged'} --served-model-name doctune-train-1" in text
-    assert f"llama-server -m {tmp_path / 'm.gguf'}" in text
-    small = readme(run="r", name="n", base=tmp_path, base_name="tiny", out=tmp_path, lora_rank=8,
+    assert f"llama-server -m {tmp_path / 'm.gguf'}" in text and "merged in (bf16" in text
+    small = readme(run="r", name="n", base=tmp_path, base_name="tiny", out=tmp_path, dtype="fp32", lora_rank=8,
                    ollama_adapter=False, architecture="Qwen2ForCausalLM", gguf=[])
     assert "--max-lora-rank" not in small and "--gguf" in small and "this base is Qwen2ForCausalLM" in small
 

@@ -92,7 +92,7 @@ def test_a_failing_converter_says_why(tmp_path):
 
 
 @pytest.mark.slow
-def test_llama_cpps_real_converter_writes_a_gguf_of_smollm2(smol_models, tmp_path):
+def test_llama_cpps_real_converter_writes_a_gguf_of_smollm2(request, tmp_path):
     """Runs where llama.cpp is installed (UNSLOTH_LLAMA_CPP_PATH or ~/.unsloth/llama.cpp, with its converter's
     requirements); SmolLM2 is a Llama model whose tokenizer llama.cpp knows."""
     import gguf
@@ -101,6 +101,7 @@ def test_llama_cpps_real_converter_writes_a_gguf_of_smollm2(smol_models, tmp_pat
         find_llama_cpp()
     except LlamaCppMissing as exc:
         pytest.skip(str(exc))
+    smol_models = request.getfixturevalue("smol_models")  # converted only where llama.cpp is there to use it
     model = next(p for p in smol_models.iterdir() if (p / "config.json").is_file())
     files = convert_to_gguf(model, tmp_path / "gguf", "q8_0")
     reader = gguf.GGUFReader(files[-1])
