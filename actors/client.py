@@ -478,17 +478,33 @@ class DocTune:
         return list_presets()
 
     def merge(self, run_id: str, out: str | Path | None = None, dtype: str = "bf16", gguf: bool = False, *,
-              wait: bool = True) -> dict:
-        """The run's adapter merged into its base in 16-bit (and a GGUF file where Unsloth is present), in a
-        merge run's actor. Without `wait`, returns the merge run's `run_id` once its actor is started.
+              wait: bool = True, llama_cpp: str | Path | None = None, gguf_type: str | None = None) -> dict:
+        """The run's adapter merged into its base in 16-bit (and GGUF through llama.cpp's converter where it is
+        installed), in a merge run's actor. Without `wait`, returns the merge run's `run_id` once its actor is
+        started.
 
         Raises:
-            ValueError: no completed training run with an adapter.
-            RuntimeError: GGUF asked for without CUDA and Unsloth.
+            ValueError: no completed training run with an adapter; GGUF asked for without llama.cpp
+                (`backend.gguf.LlamaCppMissing` says what to install where).
         """
         from actors.merge_run import start_merge_run
 
-        return start_merge_run(self, run_id, out, dtype, gguf, wait=wait)
+        return start_merge_run(self, run_id, out, dtype, gguf, wait=wait, llama_cpp=llama_cpp, gguf_type=gguf_type)
+
+    def export_model(self, run_id: str, out: str | Path, *, dtype: str = "bf16", gguf: bool = False,
+                     verify: bool = True, llama_cpp: str | Path | None = None, gguf_type: str | None = None,
+                     wait: bool = True) -> dict:
+        """A bundle for vLLM and Ollama in `out` (merged model, adapter, README with the commands, Modelfile,
+        manifest; GGUF with `gguf`), then, unless `verify` is off, the merged model's greedy answers to the run's
+        latest evaluation compared with the stored ones (`verify`: passed, differences; or skipped and why).
+
+        Raises:
+            ValueError: no completed training run with an adapter, `out` is a file, or GGUF asked for without
+                llama.cpp.
+        """
+        from actors.merge_run import start_export_model_run
+
+        return start_export_model_run(self, run_id, out, dtype, gguf, verify, llama_cpp, gguf_type, wait=wait)
 
     def train_progress(self, run_id: str) -> dict:
         """A training run's live figures, with the same status `runs` shows: `step` of `max_steps` (None until the

@@ -252,7 +252,8 @@ def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None, 
     run_id = new_run_id("eval")
     store.create_run(run_id, "eval", project, {"adapter_run": adapter_run, "dataset": version, "split": cfg.split,
                                                "limit": cfg.limit, "limits": cfg.limits, "against": against,
-                                               "max_new_tokens": cfg.max_new_tokens, "greedy": True})
+                                               "max_new_tokens": cfg.max_new_tokens, "batch_size": cfg.batch_size,
+                                               "greedy": True})
     store.update_run(run_id, status=RunStatus.QUEUED)
     handle = runs.launch(EvalRun, run_id, str(client.home), run_id, adapter_run, project, version, cfg,
                          Secret(api_key()), against, resources=runs.model_resources())

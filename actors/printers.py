@@ -215,6 +215,28 @@ def print_merged(d: dict) -> None:
     print("\n".join(f"{k}: {v}" for k, v in d.items()))
 
 
+def print_exported(d: dict) -> None:
+    print(f"bundle: {d['bundle']} (run {d['run_id']}, export run {d['export_run']})")
+    print(f"  merged/  adapter/  README.md  Modelfile (Ollama: {d['ollama']})  manifest.json")
+    for f in d["gguf"]:
+        print(f"  gguf: {f}")
+    verify = d["verify"]
+    if "skipped" in verify:
+        print(f"verify: skipped: {verify['skipped']}")
+    elif verify["passed"]:
+        print(f"verify: identical: all {verify['checked']} answers of evaluation {verify['eval_run']} (greedy, "
+              f"merged model)")
+    else:
+        first = verify["differences"][0]
+        print(f"verify: DIFFERENT: {verify['checked'] - verify['identical']} of {verify['checked']} answers of "
+              f"evaluation {verify['eval_run']} differ; first: {first['eval_set']} sample {first['sample_id']}, "
+              f"prompt {first['prompt'][:80]!r}, at character {first['offset']}:")
+        print(f"  evaluated: {first['expected']!r}")
+        print(f"  bundle:    {first['got']!r}")
+        print("  (a changed chat template, system prompt or stop token in merged/ makes the bundle answer otherwise; "
+              "so can rounding: an evaluation on a CPU ran in fp32, which `--dtype fp32` ships exactly)")
+
+
 def print_train_config(d: dict) -> None:
     print(f"preset {d['preset']} (engine {d['engine']})")
     for section in ("model", "lora", "training"):

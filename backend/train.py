@@ -688,20 +688,3 @@ def merge_to_16bit(adapter_dir: Path, base: str | Path | None, out: Path, dtype:
     merged.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
-
-
-def export_gguf(adapter_dir: Path, out_dir: Path, quantization: str = "q4_k_m") -> Path:
-    """A GGUF file (llama.cpp, Ollama) of base + adapter, through unsloth; CUDA machines only.
-
-    Raises:
-        RuntimeError: no CUDA or no unsloth here.
-    """
-    hardware = detect_hardware()
-    if not (hardware["cuda"] and hardware["unsloth_available"]):
-        raise RuntimeError("GGUF export runs through unsloth, which needs a CUDA GPU and the `gpu` extra; here, "
-                           "merge with merge_to_16bit and convert with llama.cpp's convert_hf_to_gguf.py")
-    from unsloth import FastLanguageModel  # CUDA present: see the unsloth engine above
-
-    model, tokenizer = FastLanguageModel.from_pretrained(model_name=str(adapter_dir), load_in_4bit=False)
-    model.save_pretrained_gguf(str(out_dir), tokenizer, quantization_method=quantization)
-    return Path(out_dir)

@@ -1,4 +1,4 @@
-"""Commands on training runs: `train`, `cancel`, `runs`, `merge`, `config show`."""
+"""Commands on training runs: `train`, `cancel`, `runs`, `merge`, `export-model`, `config show`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from backend.config import resolve_home
 from backend.config_base import add_config_flags, apply_config_flags
 from backend.train_config import TrainConfig, load_preset
 from actors.cli.common import UserError, add_project, cluster_named, config_source, connect, emit
-from actors.printers import (print_cancelled, print_merged, print_runs, print_train, print_train_config,
-                             progress_bar)
+from actors.printers import (print_cancelled, print_exported, print_merged, print_runs, print_train,
+                             print_train_config, progress_bar)
 from actors.runtime import live_cluster_address, start_local_cluster
 
 
@@ -45,9 +45,20 @@ def add_commands(sub) -> None:
     me.add_argument("run")
     me.add_argument("--out", default=None, help="output folder (default: the run folder)")
     me.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16")
-    me.add_argument("--gguf", action="store_true", help="also write GGUF (needs CUDA and Unsloth)")
+    add_gguf_flags(me)
     me.add_argument("--json", action="store_true")
     me.set_defaults(func=cmd_merge)
+
+    ex = sub.add_parser("export-model", help="a bundle for vLLM and Ollama: merged model, adapter, README with the "
+                                             "commands, Modelfile, manifest; checked against the evaluation")
+    ex.add_argument("run")
+    ex.add_argument("--out", required=True, help="the bundle's folder (created when missing)")
+    ex.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default="bf16", help="of the merged model")
+    add_gguf_flags(ex)
+    ex.add_argument("--no-verify", action="store_true",
+                    help="skip replaying the latest evaluation's prompts through the merged model")
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_export_model)
 
     co = sub.add_parser("config", help="show resolved configurations")
     co_sub = co.add_subparsers(dest="config_command", required=True)
@@ -56,6 +67,16 @@ def add_commands(sub) -> None:
     cs.add_argument("--config", default=None, help="a YAML overriding a preset")
     cs.add_argument("--json", action="store_true")
     co.set_defaults(func=cmd_config)
+
+
+def add_gguf_flags(parser) -> None:
+    parser.add_argument("--gguf", action="store_true",
+                        help="also write GGUF with llama.cpp's converter (CPU; llama.cpp from --llama-cpp, "
+                             "UNSLOTH_LLAMA_CPP_PATH or ~/.unsloth/llama.cpp)")
+    parser.add_argument("--llama-cpp", default=None, metavar="DIR", help="the llama.cpp checkout to convert with")
+    parser.add_argument("--gguf-type", default=None, metavar="TYPE",
+                        help="f16, bf16, q8_0, f32, or with llama-quantize built q4_k_m, q5_k_m, ... (default: "
+                             "q4_k_m where llama-quantize is built, else q8_0)")
 
 
 def cmd_train(args) -> int:
@@ -107,8 +128,16 @@ def cmd_runs(args) -> int:
 
 
 def cmd_merge(args) -> int:
-    emit(args, connect(args).merge(args.run, args.out, args.dtype, args.gguf), print_merged)
+    emit(args, connect(args).merge(args.run, args.out, args.dtype, args.gguf, llama_cpp=args.llama_cpp,
+                                   gguf_type=args.gguf_type), print_merged)
     return 0
+
+
+def cmd_export_model(args) -> int:
+    result = connect(args).export_model(args.run, args.out, dtype=args.dtype, gguf=args.gguf,
+                                        verify=not args.no_verify, llama_cpp=args.llama_cpp, gguf_type=args.gguf_type)
+    emit(args, result, print_exported)
+    return 1 if result["verify"].get("passed") is False else 0
 
 
 def cmd_config(args) -> int:

@@ -23,7 +23,6 @@ from backend.tiny_model import ensure_tiny_model
 from backend.train import (
     _sft_config,
     build_hf_model,
-    export_gguf,
     free_unsloth_memory,
     load_adapter_weights,
     merge_to_16bit,
@@ -462,12 +461,6 @@ def test_a_finished_run_is_not_overwritten_without_resume(trained, tiny, rows):
     _, _, out = trained
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train_adapter(load_preset("tiny"), *rows, out, sink=RecordingSink(), base_model_path=tiny)
-
-
-@needs_no_gpu
-def test_gguf_export_needs_unsloth_on_cuda(tmp_path):
-    with pytest.raises(RuntimeError, match="CUDA"):
-        export_gguf(tmp_path / "adapter", tmp_path / "gguf")
 
 
 def test_importing_the_trainer_imports_neither_unsloth_nor_transformers():
