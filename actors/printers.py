@@ -146,7 +146,7 @@ def print_refresh(s: dict) -> None:
         print("nothing changed: no request sent, no new version")
         return
     print(f"  samples: {s['keep']} kept, {s['carried']} carried to renamed files, {s['retire']} retired")
-    print(f"  requests: {e['requests']} to {e['model']} ({s['units']} planned, the others answered from the cache), "
+    print(f"  requests: {e['requests']} of {s['units']} planned to {e['model']} (the others' answers are cached), "
           f"~{e['tokens_in']} tokens in, ~{e['tokens_out']} out, estimated cost {cost}")
     if s.get("dry_run"):
         return

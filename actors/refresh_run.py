@@ -4,8 +4,8 @@
         ──▶ curation: kept rows settled in their splits, new samples added ──▶ version N+1 (operation `refresh`)
 
 A dry run plans the same way without writing anything: the files to chunk are read and chunked here, in memory,
-and stand in for the re-ingest, so it counts what the real refresh then does. The refresh is recorded as a run of
-kind `refresh` (its summary: the plan, the synthesis run, the new version).
+and stand in for the re-ingest, so it counts what the real refresh then does. A finished refresh is recorded as a run
+of kind `refresh` (its summary: the plan, the synthesis run, the new version).
 """
 
 from __future__ import annotations
@@ -65,18 +65,12 @@ def refresh_project(client, project: str, cfg: SynthConfig | None = None, *, dry
                "requests": estimate["requests"], "estimate": estimate}
     if dry_run or plan.nothing_changed:
         return summary | {"dataset": None, "requests_sent": 0, "synth_run": None}
+    summary |= _synthesize_and_curate(client, project, cfg, parent, source_runs, plan, on_progress)
+    # recorded once done: its work is the ingest and synthesis runs, each a run of its own that a rerun resumes
     run_id = new_run_id("refresh")
     store.create_run(run_id, "refresh", project, {"synth": cfg.to_dict(), "version": parent})
-    store.update_run(run_id, status=RunStatus.RUNNING)
-    status, error = RunStatus.FAILED, None
-    try:
-        summary |= _synthesize_and_curate(client, project, cfg, parent, source_runs, plan, on_progress)
-        status = RunStatus.COMPLETED if summary["dataset"] else RunStatus(summary["synth_status"])
-    except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        raise
-    finally:
-        store.finish_run(run_id, status, {k: v for k, v in summary.items() if k != "retired_samples"}, error)
+    status = RunStatus.COMPLETED if summary["dataset"] else RunStatus(summary["synth_status"])
+    store.finish_run(run_id, status, {k: v for k, v in summary.items() if k != "retired_samples"})
     return summary | {"run_id": run_id}
 
 

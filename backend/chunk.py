@@ -4,7 +4,7 @@ Input (one `FileItem` per file): path, kind, language, raw bytes, sha256, size, 
 Output of `chunk_files` (Arrow tables the store inserts as they are):
   files   one row per file: status ok, or skipped with reason invalid_utf8 / parse_error
   chunks  one row per chunk: path, ord, kind, heading_path, symbol, start_line, end_line,
-          token_count, token_counter, text, chunk_id (stable hash of project, path, content)
+          token_count, token_counter, text, chunk_id (stable hash of project, path, place in the file, text)
 
 Sections that fit `max_tokens` stay whole; longer ones use their finer `parts` (Python classes)
 or langchain's language-aware recursive splitter, measured in the same tokens, with overlap.
@@ -184,7 +184,8 @@ def chunk_files(project: str, items: list[FileItem], cfg: ChunkConfig) -> tuple[
         for name in FILE_SCHEMA.names:
             files[name].append(row[name])
         for ord_, piece in enumerate(pieces):
-            values = dict(chunk_id=chunk_id(project, item.path, ord_, piece.text), project=project, path=item.path, file_sha256=item.sha256, ord=ord_,
+            values = dict(chunk_id=chunk_id(project, item.path, ord_, piece.text), project=project, path=item.path,
+                          file_sha256=item.sha256, ord=ord_,
                           kind=kind, language=item.language, heading_path=list(piece.heading_path),
                           symbol=piece.symbol, start_line=piece.start_line, end_line=piece.end_line,
                           token_count=piece.token_count, token_counter=counter.name, text=piece.text)

@@ -2,7 +2,8 @@
 
 One file per split in the chosen format, each row holding only that format's keys, so trainers that
 reject unknown keys accept them. Provenance (which lines of which file at which git commit, or the file's
-content hash outside git; which run and generator made the sample) goes to a sidecar `{split}.provenance.jsonl`, line for line with the data file.
+content hash outside git; which run and generator made the sample) goes to a sidecar `{split}.provenance.jsonl`,
+line for line with the data file.
 Next to them: `dataset_info.json` (LLaMA-Factory's dataset registry, one entry per split) and
 `manifest.json` (counts and a sha256 per file).
 

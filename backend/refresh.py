@@ -5,7 +5,8 @@ path and heading, the task and the config). After a re-ingest the current chunks
 (`plan_units`, the same seeded task draw):
 
 - a row whose request is still planned is **kept** as it is (same id, same split); only its provenance follows
-  the text (lines, commit and file hash where that text is now);
+  the text (lines, commit and file hash where that text is now). The prompt names the chunk's lines, so text that
+  only moved (an edit above it) is found by its prompt at the row's old lines, and kept too;
 - a row whose request is no longer planned (its chunk's text changed, or its file is gone) is **retired**;
 - a row of a **renamed** file (deleted, and the same content added under another path) is carried to the new
   path: no request is paid for text the dataset already has;
@@ -24,7 +25,8 @@ from dataclasses import dataclass, field
 from backend.chunk import chunk_id
 from backend.curate_config import PROBE_SPLIT
 from backend.synth_config import SynthConfig
-from backend.synthesize import Unit, plan_units
+from backend.synthesize import (PromptTemplate, Unit, cache_key, load_template, plan_units, render_messages,
+                                request_params)
 
 
 @dataclass
@@ -93,8 +95,9 @@ class RefreshPlan:
 
     def summary(self) -> dict:
         return {**self.files.as_dict(), "keep": len(self.keep), "carried": len(self.carried),
-                "revived": len(self.revived), "retire": len(self.retire), "retired_samples": sorted(r["sample_id"] for r in self.retire),
-                "units": len(self.todo), "nothing_changed": self.nothing_changed}
+                "revived": len(self.revived), "retire": len(self.retire),
+                "retired_samples": sorted(r["sample_id"] for r in self.retire), "units": len(self.todo),
+                "nothing_changed": self.nothing_changed}
 
 
 def plan_refresh(rows: list[dict], earlier: list[dict], dead_keys: set[str], chunks: list[dict], files: FileChanges,
@@ -111,13 +114,13 @@ def plan_refresh(rows: list[dict], earlier: list[dict], dead_keys: set[str], chu
     """
     units = plan_units(chunks, cfg, project)
     known_keys = dead_keys | {s["cache_key"] for s in earlier}
-    by_key = {u.cache_key: u for u in units}
+    find = _UnitFinder(units, cfg, project)
     by_chunk = {c["chunk_id"]: c for c in chunks}
     keep, retire, renamed_before = [], [], set()
     for r in rows:
-        u = by_key.get(r.get("cache_key"))
+        u = find(r)
         if u is not None:
-            keep.append(_moved(r, u.start_line, u.end_line, u.source_commit, u.file_sha256))
+            keep.append(_moved(r, u.start_line, u.end_line, u.source_commit, u.file_sha256, cache_key=u.cache_key))
         elif r.get("chunk_id") in by_chunk:  # carried by an earlier rename: its chunk is unchanged
             c = by_chunk[r["chunk_id"]]
             keep.append(_moved(r, c["start_line"], c["end_line"], c.get("git_commit"), c["file_sha256"]))
@@ -133,10 +136,41 @@ def plan_refresh(rows: list[dict], earlier: list[dict], dead_keys: set[str], chu
     moved = {r["sample_id"] for r in carried}
     retire = [r for r in retire if r["sample_id"] not in moved]
     in_version = {r["sample_id"] for r in rows}
-    revived = [_moved(s, u.start_line, u.end_line, u.source_commit, u.file_sha256) for s in earlier
-               if s["sample_id"] not in in_version and (u := by_key.get(s["cache_key"])) is not None]
+    revived = [_moved(s, u.start_line, u.end_line, u.source_commit, u.file_sha256, cache_key=u.cache_key)
+               for s in earlier if s["sample_id"] not in in_version and (u := find(s)) is not None]
+    known_keys |= {r["cache_key"] for r in keep + revived}
     todo = [u for u in units if u.cache_key not in known_keys and u.chunk_id not in covered]
     return RefreshPlan(files, keep, carried, revived, retire, todo, splits)
+
+
+class _UnitFinder:
+    """The planned request that made a sample: the one of its cache key, or, when only the lines of its text moved
+    (the prompt names them), the one of its file and task whose prompt at the sample's old lines is its request."""
+
+    def __init__(self, units: list[Unit], cfg: SynthConfig, project: str):
+        self.cfg, self.project, self.params = cfg, project, request_params(cfg)
+        self.by_key = {u.cache_key: u for u in units}
+        self.by_place: dict[tuple[str, str], list[Unit]] = {}
+        for u in units:
+            self.by_place.setdefault((u.path, u.task), []).append(u)
+        self.templates: dict[str, PromptTemplate] = {}
+
+    def __call__(self, sample: dict) -> Unit | None:
+        u = self.by_key.get(sample.get("cache_key"))
+        if u is not None:
+            return u
+        return next((u for u in self.by_place.get((sample.get("path"), sample.get("task")), [])
+                     if self.key_at(u, sample.get("start_line"), sample.get("end_line")) == sample.get("cache_key")),
+                    None)
+
+    def key_at(self, u: Unit, start: int, end: int) -> str:
+        """`u`'s cache key had its text stood at lines start-end."""
+        if u.task not in self.templates:
+            self.templates[u.task] = load_template(self.cfg.prompts_dir, u.task)
+        chunk = {"heading_path": [u.heading] if u.heading else [], "path": u.path, "start_line": start,
+                 "end_line": end, "text": u.text}
+        messages = render_messages(self.templates[u.task], chunk, self.cfg, self.project)
+        return cache_key(self.cfg.model_name(), messages, self.params, u.index)
 
 
 def _moved(row: dict, start: int, end: int, commit: str | None, sha: str | None, **more) -> dict:

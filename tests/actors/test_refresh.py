@@ -62,6 +62,22 @@ def exported(client, project: str, out: Path) -> list[dict]:
     return sorted(({k: r[k] for k in COMPARED} for r in rows), key=lambda r: tuple(str(r[k]) for k in COMPARED))
 
 
+def corpus_and_dataset_page(home: Path, monkeypatch) -> dict[str, str]:
+    """The Corpus & dataset page on `home` (AppTest, this process): its metrics, label -> value."""
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard.common import _client
+
+    monkeypatch.setenv("DOCTUNE_HOME", str(home))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "dashboard" / "app.py"), default_timeout=60)
+    at.run()
+    at.switch_page("views/dataset.py").run()
+    _client.clear()  # its client shares the scenario's store actor: left open
+    assert not at.exception and not at.error, [e.message for e in at.exception] + [e.value for e in at.error]
+    assert "Drift against the repository on disk" in [s.value for s in at.subheader]
+    return {m.label: m.value for m in reversed(at.metric)}
+
+
 @pytest.fixture(scope="module")
 def scenario(ray_session, tmp_path_factory):
     from actors.client import DocTune
@@ -155,13 +171,33 @@ def test_kept_samples_keep_their_ids_and_files_their_split(scenario):
 
 
 @pytest.mark.slow
-def test_a_rename_costs_no_request_and_keeps_the_split(scenario):
+def test_drift_against_the_disk_another_version_and_an_adapters_data(scenario):
+    client, v1 = scenario["client"], scenario["v1"]
+    between = client.dataset_drift("r", "v1", against="v2")
+    assert (between["added"], between["changed"], between["deleted"]) == ([ADDED], sorted(CHANGED), [DELETED])
+    assert client.dataset_drift("r")["version"] == "v2"
+    assert not any(client.dataset_drift("r")[k] for k in ("added", "changed", "deleted"))  # v2 is the disk
+    stale_train = sum(1 for r in v1 if r["split"] == "train" and r["path"] in CHANGED + [DELETED])
+    assert client.dataset_drift("r", "v1")["stale"]["train"] == stale_train > 0
+    # an adapter trained on v1 (its run as training records it): how many of its samples are stale
+    client.store.create_run("train-v1", "train", "r", {})
+    client.store.finish_run("train-v1", "completed", {"dataset": "v1"})
+    trained = sum(1 for r in v1 if r["split"] == "train")
+    assert client.adapter_drift("r") == [{"run_id": "train-v1", "dataset": "v1", "trained_on": trained,
+                                          "stale": stale_train}]
+
+
+@pytest.mark.slow
+def test_a_rename_costs_no_request_and_keeps_the_split(scenario, monkeypatch):
     client, repo = scenario["client"], scenario["repo"]
     old, new = "docs/howto/book-dock-windows.md", "docs/howto/dock-windows.md"
     before = [r for r in client.store.dataset_rows("r", "v2") if r["path"] == old]
     assert before
     git(repo, "mv", old, new)
     git(repo, "commit", "-qm", "renamed")
+    page = corpus_and_dataset_page(client.home, monkeypatch)
+    assert (page["Files added"], page["Files changed"], page["Files deleted"]) == ("1", "0", "1")
+    assert page["Stale samples"] == str(len(before))
     dry = client.refresh("r", dry_run=True)
     assert dry["renamed"] == [[old, new]] and dry["requests"] == 0 and dry["carried"] == len(before)
     moved = client.refresh("r")

@@ -32,7 +32,7 @@ def corpus(pages: dict[str, str]) -> dict[str, str]:
 
 def version_of(pages: dict[str, str], splits: dict[str, str]) -> list[dict]:
     """One row per request, as a synthesis would leave them."""
-    return [{"sample_id": f"s{i}", "cache_key": u.cache_key, "chunk_id": u.chunk_id, "path": u.path,
+    return [{"sample_id": f"s{i}", "cache_key": u.cache_key, "chunk_id": u.chunk_id, "path": u.path, "task": u.task,
              "split": splits[u.path], "start_line": u.start_line, "end_line": u.end_line}
             for i, u in enumerate(plan_units(chunks_of(pages), CFG, "p"))]
 
@@ -67,12 +67,18 @@ def test_only_the_changed_section_is_asked_again():
 
 def test_text_that_only_moved_is_kept_with_its_new_lines():
     rows = version_of(PAGES, {"docs/a.md": "train", "docs/b.md": "test"})
-    moved = dict(PAGES, **{"docs/b.md": PAGES["docs/b.md"].replace("why.\n", "why.\n\nHolds last 2 days.\n")})
-    plan = plan_refresh(rows, rows, set(), chunks_of(moved), changed_files(corpus(PAGES), corpus(moved)), CFG, "p")
     lines = {r["sample_id"]: r["end_line"] for r in rows}
+    # a paragraph more in the first section, then a whole new section before the last: its place and lines move
+    moved = dict(PAGES, **{"docs/b.md": PAGES["docs/b.md"].replace("why.\n", "why.\n\nHolds last 2 days.\n").replace(
+        "## Release", "## Fees\n\nA hold costs 40 EUR a day, billed to the consignee.\n\n## Release")})
+    now = chunks_of(moved)
+    plan = plan_refresh(rows, rows, set(), now, changed_files(corpus(PAGES), corpus(moved)), CFG, "p")
     release = [r for r in plan.keep if r["path"] == "docs/b.md"]
-    assert release and all(r["end_line"] == lines[r["sample_id"]] + 2 for r in release)
+    assert release and all(r["end_line"] == lines[r["sample_id"]] + 6 for r in release)
+    assert not {r["chunk_id"] for r in release} & {c["chunk_id"] for c in now}  # its chunk id moved with its place
+    assert {r["cache_key"] for r in release} <= {u.cache_key for u in plan_units(now, CFG, "p")}
     assert plan.retire and all(r["start_line"] == 1 and r["path"] == "docs/b.md" for r in plan.retire)
+    assert {u.start_line for u in plan.todo if u.path == "docs/b.md"} == {1, 7}  # the edited and the new section
 
 
 def test_a_rename_carries_the_samples_and_their_split_and_asks_nothing():

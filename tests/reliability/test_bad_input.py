@@ -42,6 +42,7 @@ FILES = {  # name → text of the config files the table uses
 CASES = [
     # every command that takes --config, with each kind of broken file
     (["synth", "--project", "p", "--config", "{F}/syntax.yaml"], ["{F}/syntax.yaml:3:1", "invalid YAML"]),
+    (["refresh", "--project", "p", "--config", "{F}/temperature.yaml"], ["{F}/temperature.yaml", "synth.temperature"]),
     (["synth", "--project", "p", "--config", "{F}/missing.yaml"], ["{F}/missing.yaml", "no such config file"]),
     (["synth", "--project", "p", "--config", "{F}/list.yaml"], ["{F}/list.yaml", "holds a list"]),
     (["synth", "--project", "p", "--config", "{F}/scalar.yaml"], ["{F}/scalar.yaml", "holds text"]),
