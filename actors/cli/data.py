@@ -12,7 +12,7 @@ from backend.review import read_review_file
 from backend.synth_config import SynthConfig
 from actors.cli.common import UserError, add_project, add_project_view, config_source, connect, emit
 from actors.printers import (print_curated, print_datasets, print_dead_letters, print_export, print_refresh,
-                             print_review, print_synth, progress_bar)
+                             print_review, print_synth, print_train, progress_bar)
 
 # the config fields each command sets from its flags (flag names and help live with the fields)
 SYNTH_FLAGS = ["generator", "endpoint.base_url", "endpoint.model", "endpoint.concurrency", "endpoint.rpm",
@@ -39,6 +39,8 @@ def add_commands(sub) -> None:
                     help="YAML file of SynthConfig settings (default: those of the version's synthesis run)")
     rf.add_argument("--dry-run", action="store_true",
                     help="print the files changed, the samples to retire and the requests and cost; change nothing")
+    rf.add_argument("--train", action="store_true",
+                    help="then continue the project's latest adapter on the new version (as `doctune train --from`)")
     rf.add_argument("--json", action="store_true")
     rf.set_defaults(func=cmd_refresh)
 
@@ -86,10 +88,31 @@ def cmd_synth(args) -> int:
 def cmd_refresh(args) -> int:
     cfg = SynthConfig.from_file(args.config).validate(config_source(args.config)) if args.config else None
     client = connect(args)
+    parent = client.latest_adapter_run(args.project) if args.train else None
+    if args.train and parent is None:  # checked first: a refresh that cannot train as asked is not started
+        raise UserError(f"--train continues the latest completed training run of project '{args.project}', and it "
+                        f"has none with its adapter on disk: refresh without --train, then `doctune train --project "
+                        f"{args.project}`")
     with progress_bar("synthesizing", args.json) as on_progress:
         summary = client.refresh(args.project, cfg, dry_run=args.dry_run, on_progress=on_progress)
-    emit(args, summary, print_refresh)
-    return 0 if summary["dry_run"] or summary["nothing_changed"] or summary["dataset"] else 1
+    summary["continues"] = parent
+    if parent and summary["dataset"]:
+        with progress_bar("training", args.json) as on_progress:
+            summary["train"] = client.train_from(parent, version=summary["dataset"], on_progress=on_progress)
+    emit(args, summary, _print_refresh_and_train)
+    ok = summary["dry_run"] or summary["nothing_changed"] or summary["dataset"]
+    return 0 if ok and summary.get("train", {"status": "completed"})["status"] in {"completed", "cancelled"} else 1
+
+
+def _print_refresh_and_train(s: dict) -> None:
+    print_refresh(s)
+    if s["continues"] and s["dry_run"]:
+        print(f"  --train would then continue run {s['continues']}'s adapter on the new version")
+    elif s["continues"] and not s.get("train"):
+        print(f"  no training: there is no new version for run {s['continues']}'s adapter to learn")
+    elif s.get("train"):
+        print(f"continuing run {s['continues']}'s adapter on {s['dataset']}:")
+        print_train(s["train"])
 
 
 def _synth_config(args) -> SynthConfig:
