@@ -60,7 +60,10 @@ def test_bad_requests_to_continue_exit_2_naming_the_fix(client, tmp_path, capsys
              (["train", "--from", "train-ok", "--preset", "smol"], "is not run train-ok's base"),
              (["train", "--from", "train-ok", "--resume", "train-failed"], "pass one of them"),
              (["eval", "--run", "train-ok", "--against", "train-smol"], "not an adapter of run train-ok's project "
-                                                                        "and base model")]
+                                                                        "and base model"),
+             # checked before the refresh starts: a project whose runs left no adapter has nothing to continue
+             (["refresh", "--project", "g", "--train"], "has none with its adapter on disk: refresh without --train")]
+    client.store.upsert_project("g", "/nowhere", None)
     for argv, message in cases:
         assert main(home + argv) == 2, argv
         err = capsys.readouterr().err
