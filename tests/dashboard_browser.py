@@ -147,8 +147,9 @@ class ClientProcess:
                                      stdout=subprocess.PIPE, stderr=self.log, text=True, env=env, cwd=REPO,
                                      start_new_session=True)
         self.lines: queue.Queue = queue.Queue()
-        # a thread reads the answers, so that each wait for one is bounded
-        threading.Thread(target=lambda: [self.lines.put(x) for x in self.proc.stdout], daemon=True).start()
+        # a thread reads the answers, so that each wait for one is bounded; None: the process ended
+        threading.Thread(target=lambda: [*map(self.lines.put, self.proc.stdout), self.lines.put(None)],
+                         daemon=True).start()
 
     def ask(self, method: str, *args, timeout_s: float = 180):
         self.proc.stdin.write(json.dumps([method, list(args)]) + "\n")
@@ -159,6 +160,9 @@ class ClientProcess:
                 line = self.lines.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
                 raise AssertionError(f"the client process did not answer {method} within {timeout_s:.0f} s")
+            if line is None:
+                raise AssertionError(f"the client process ended ({self.proc.wait()}) before answering {method}; "
+                                     f"see {self.log.name}")
             if line.startswith("FAILED"):
                 raise AssertionError(f"{method}{args}: {json.loads(line[6:])}")
             if line.startswith("ANSWER"):
