@@ -3,15 +3,14 @@ weights, served by one serving run on Ray Serve (127.0.0.1) shared by the module
 
 from __future__ import annotations
 
-import json
 import socket
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from backend.adapter_files import RUN_CONFIG_FILE
 from conftest import run_cli
+from tests.tiny_adapters import random_adapter, trained_run
 
 pytestmark = pytest.mark.slow
 
@@ -24,27 +23,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def random_adapter(base: Path, seed: int, out: Path) -> Path:
-    """A LoRA adapter on `base` with random (non-zero) A and B, recorded as training records it."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
-    model.save_pretrained(out)
-    (out / RUN_CONFIG_FILE).write_text(json.dumps({"base_model_path": str(base)}))
-    return out
-
-
-def trained_run(client, run_id: str, adapter: Path) -> str:
-    """A completed training run's row holding `adapter` (what `doctune train` leaves)."""
-    client.store.create_run(run_id, "train", "s", {"train": {"model": {"name_or_path": "tiny"}}, "dataset": "v1"})
-    client.store.finish_run(run_id, "completed", {"adapter": str(adapter)})
-    return run_id
 
 
 def evaluated(client, train_run: str, adapter: Path, base: Path) -> str:
@@ -78,7 +56,7 @@ def served(ray_session, tmp_path_factory):
     base = resolve_model_path("tiny", home=home)
     adapters = {name: random_adapter(base, seed, home / name) for name, seed in (("r1", 1), ("r2", 2))}
     for name, adapter in adapters.items():
-        trained_run(client, name, adapter)
+        trained_run(client.store, name, adapter)
     evaluated(client, "r1", adapters["r1"], base)
     result = client.serve(["r1", "r2"], port=free_port())
     yield {"client": client, "result": result, "openai": OpenAI(base_url=result["url"], api_key="none",
