@@ -66,8 +66,9 @@ def parse_request(body, models: list[str], default_max_tokens: int = 128, max_to
             and isinstance(m.get("content"), str) for m in messages):
         raise RequestError(400, "messages must be a non-empty list of {role: system|user|assistant, "
                                 "content: string}")
-    max_tokens = body.get("max_tokens", body.get("max_completion_tokens")) or default_max_tokens
-    if not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_tokens_limit:
+    max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+    max_tokens = default_max_tokens if max_tokens is None else max_tokens
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or not 1 <= max_tokens <= max_tokens_limit:
         raise RequestError(400, f"max_tokens must be an integer from 1 to {max_tokens_limit}")
     temperature = body.get("temperature")
     temperature = 0.0 if temperature is None else temperature
