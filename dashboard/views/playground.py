@@ -22,10 +22,12 @@ def answer(column, title: str, model: str, prompt: str, max_tokens: int | None) 
         st.subheader(title)
         if max_tokens is None:
             st.markdown(kept.get(model, ""))
-            return
-        with failures_shown(f"asking {model}"):
-            kept[model] = st.write_stream(dt.chat_stream(model, [{"role": "user", "content": prompt}],
-                                                         max_tokens=max_tokens))
+        else:
+            with failures_shown(f"asking {model}"):
+                kept[model] = st.write_stream(dt.chat_stream(model, [{"role": "user", "content": prompt}],
+                                                             max_tokens=max_tokens))
+        if model in kept and not kept[model]:
+            st.caption("(an empty answer: the model ended its turn at once)")
 
 
 def playground() -> None:
@@ -46,7 +48,11 @@ def playground() -> None:
                      key="playground-example", on_change=use_example)
     prompt = st.text_area("Prompt", key=PROMPT, height=120)
     max_tokens = st.slider("Max new tokens", 16, 1024, 256, step=16)
-    asked = st.button("Ask", type="primary", disabled=not prompt.strip())
+    # never disabled: a text area's value reaches the script only when it loses focus, which the click itself does
+    asked = st.button("Ask", type="primary")
+    if asked and not prompt.strip():
+        st.warning("Write a prompt first, or pick an example.")
+        asked = False
     if asked or st.session_state.get("playground-answers"):  # a rerun (a slider moved) keeps the last answers
         left, right = st.columns(2)
         answer(left, "Base", "base", prompt, max_tokens if asked else None)
