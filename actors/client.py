@@ -506,6 +506,77 @@ class DocTune:
 
         return start_export_model_run(self, run_id, out, dtype, gguf, verify, llama_cpp, gguf_type, wait=wait)
 
+    # ---- serving -----------------------------------------------------------------------------
+    def serve(self, train_runs: list[str], *, base: str | None = None, host: str = "127.0.0.1", port: int = 8000,
+              key: str | None = None, max_batch_size: int = 8, system_prompt: str | None = None) -> dict:
+        """Serve training runs' adapters and their base (`base`) behind an OpenAI-compatible endpoint, in a serving
+        run on this cluster's Ray Serve; returns `run_id`, `url` and `models` once it answers.
+
+        Raises:
+            ValueError: a bad run or host (another host than loopback needs `key`), a server already up, or one that
+                failed to start.
+        """
+        from actors.serve_run import start_serve_run
+
+        return start_serve_run(self, train_runs, base=base, host=host, port=port, key=key,
+                               max_batch_size=max_batch_size, system_prompt=system_prompt)
+
+    def serving(self) -> dict | None:
+        """The endpoint that is up: {"run_id", "url", "models"}, or None when nothing is served."""
+        from actors.serve_run import live_serving
+
+        live = live_serving(self)
+        return None if live is None else {"run_id": live["run_id"], "url": live["summary"]["url"],
+                                          "models": live["summary"]["models"]}
+
+    def stop_serving(self) -> str | None:
+        """End the serving run that is up; its id, or None when nothing was served."""
+        from actors.serve_run import stop_serving
+
+        return stop_serving(self)
+
+    def verify_serving(self, train_run: str, *, key: str | None = None, limit: int | None = None) -> dict:
+        """The served endpoint's greedy answers to the latest evaluation's prompts of `train_run` against the
+        stored ones: `passed`, `checked`, `identical`, `differences` (the first difference of each, with its
+        prompt), `eval_run`, `url`.
+
+        Raises:
+            ValueError: no completed evaluation of the run, or no endpoint serving it.
+        """
+        from actors.serve_run import verify_serving
+
+        return verify_serving(self, train_run, key=key, limit=limit)
+
+    def chat_stream(self, model: str, messages: list[dict], *, max_tokens: int = 256, key: str | None = None):
+        """The served `model`'s answer to `messages`, greedy, as text pieces while they are generated.
+
+        Raises:
+            ValueError: nothing is served (the message names the command that serves).
+        """
+        from backend.serve import KEY_VARIABLE
+        from openai import OpenAI
+
+        live = self.serving()
+        if live is None:
+            raise ValueError("nothing is served: `doctune serve --run RUN --detach` starts the endpoint")
+        chat = OpenAI(base_url=live["url"], api_key=key or os.environ.get(KEY_VARIABLE) or "none", max_retries=0,
+                      timeout=600)
+        for chunk in chat.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
+                                                  temperature=0, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                yield chunk.choices[0].delta.content
+
+    def example_prompts(self, train_run: str, n: int = 5) -> list[str]:
+        """Up to `n` held-out questions (the test split of the dataset `train_run` trained on), as the user asks
+        them."""
+        from backend.chat import prompt_messages
+
+        run = self.store.run(train_run)
+        if run is None or run["kind"] != "train":
+            return []
+        rows = [r for r in self.store.dataset_rows(run["project"], run["config"]["dataset"]) if r["split"] == "test"]
+        return [prompt_messages(r)[-1]["content"] for r in rows[:n]]
+
     def train_progress(self, run_id: str) -> dict:
         """A training run's live figures, with the same status `runs` shows: `step` of `max_steps` (None until the
         trainer has planned them), the latest `eval_loss` and `tokens_per_second`, `seconds` (the whole run: the

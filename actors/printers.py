@@ -186,8 +186,27 @@ def print_dead_letters(rows: list[dict]) -> None:
 
 # ---- runs and training ---------------------------------------------------------------------------------
 def print_runs(rows: list[dict]) -> None:
+    # a serving run that is up shows where it answers
     print("\n".join(f"{r['id']:<36} {r['kind']:<8} {r['status']:<10} {r['project'] or '':<12} "
-                    f"{r['created_at']:%Y-%m-%d %H:%M}" for r in rows) or "no runs")
+                    f"{r['created_at']:%Y-%m-%d %H:%M}"
+                    + (f"  {r['summary']['url']}" if r["kind"] == "serve" and r["status"] == "running"
+                       and r["summary"].get("url") else "") for r in rows) or "no runs")
+
+
+def print_served(r: dict) -> None:
+    print(f"serving run {r['run_id']}: {r['url']}  models: {', '.join(r['models'])}")
+    print(f"  try: curl {r['url']}/models")
+    print("  stop: doctune serve --stop" + ("" if r.get("detached") else "  (or Ctrl-C here)"))
+
+
+def print_verified(r: dict) -> None:
+    if r["passed"]:
+        print(f"identical: {r['checked']} answers of {r['url']} match evaluation {r['eval_run']}")
+        return
+    d = r["differences"][0]
+    print(f"DIFFERENT: {r['identical']} of {r['checked']} answers match evaluation {r['eval_run']}; the first "
+          f"difference is at character {d['offset']} of the answer to {d['eval_set']} sample {d['sample_id']}:")
+    print(f"  prompt:    {d['prompt'][:200]!r}\n  evaluated: {d['expected']!r}\n  served:    {d['got']!r}")
 
 
 def print_train(r: dict) -> None:

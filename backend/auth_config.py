@@ -22,10 +22,11 @@ def uses_oidc() -> bool:
 
 def exposed_without_gate(host: str) -> bool:
     """Whether serving on `host` would let other machines in with no gate configured."""
-    return not _is_loopback(host) and not os.environ.get(PASSWORD_VARIABLE) and not uses_oidc()
+    return not is_loopback(host) and not os.environ.get(PASSWORD_VARIABLE) and not uses_oidc()
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether `host` is this machine only (localhost or a loopback address)."""
     if host == "localhost":
         return True
     try:

@@ -100,7 +100,32 @@ def _device(model) -> torch.device:
     return next(model.parameters()).device
 
 
+def stop_ids(model, tokenizer) -> set[int]:
+    """The tokens that end an answer (evaluation and serving alike): the chat template's end of turn, the
+    tokenizer's eos and the generation config's eos ids (`backend.chat.stop_token_ids`)."""
+    return set(stop_token_ids(tokenizer, model.generation_config.eos_token_id))
+
+
 # ---- generation ------------------------------------------------------------------------------------
+
+def generation_kwargs(tokenizer, max_new_tokens: int, greedy: bool = True, stop: set[int] | None = None) -> dict:
+    """`model.generate` settings of every answer DocTune generates (evaluation and serving alike); with `stop`
+    (`stop_ids`), generation itself ends at the end of turn, so no further turns are invented and computed."""
+    kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id}
+    if stop:
+        kwargs["eos_token_id"] = sorted(stop)
+    if greedy:
+        kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kwargs["do_sample"] = True
+    return kwargs
+
+
+def answer_text(tokenizer, new_tokens: list[int], stop: set[int]) -> tuple[str, int]:
+    """(the answer's text, how many tokens it has up to and including the first stop token) of generated ids."""
+    n = next((k + 1 for k, t in enumerate(new_tokens) if t in stop), len(new_tokens))
+    return tokenizer.decode(new_tokens[:n], skip_special_tokens=True).strip(), n
+
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[list[dict]], *, adapter: bool, batch_size: int = 8,
@@ -118,16 +143,11 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, adapter: bool, batc
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     prepare_tokenizer(tokenizer)
-    device, stop = _device(model), stop_token_ids(tokenizer, model.generation_config.eos_token_id)
+    device, stop = _device(model), stop_ids(model, tokenizer)
     encoded = [render_ids(tokenizer, p, generation_prompt=True) for p in prompts]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
-    # generation itself stops at the end of turn, not only the answer as cut below: no further turns invented
-    gen_kwargs: dict = {"max_new_tokens": max_new_tokens, "pad_token_id": tokenizer.pad_token_id,
-                        "eos_token_id": stop}
-    if greedy:
-        gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-    else:
-        gen_kwargs["do_sample"] = True
+    gen_kwargs = generation_kwargs(tokenizer, max_new_tokens, greedy, stop)
+    if not greedy:
         torch.manual_seed(seed)
     out: list[dict | None] = [None] * len(prompts)
     with _adapter_context(model, adapter):
@@ -137,8 +157,8 @@ def generate(model, tokenizer, prompts: list[list[dict]], *, adapter: bool, batc
             input_ids, mask = padded["input_ids"].to(device), padded["attention_mask"].to(device)
             generated = model.generate(input_ids=input_ids, attention_mask=mask, **gen_kwargs)
             for row, i in zip(generated[:, input_ids.shape[1]:].tolist(), batch, strict=True):
-                n = next((k + 1 for k, t in enumerate(row) if t in stop), len(row))
-                out[i] = {"text": tokenizer.decode(row[:n], skip_special_tokens=True).strip(), "new_tokens": n}
+                text, n = answer_text(tokenizer, row, stop)
+                out[i] = {"text": text, "new_tokens": n}
     return out  # type: ignore[return-value]
 
 

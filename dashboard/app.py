@@ -24,5 +24,6 @@ page = st.navigation([
     st.Page(VIEWS / "training.py", title="Training", icon=":material/model_training:", url_path="training"),
     st.Page(VIEWS / "compare.py", title="Compare runs", icon=":material/stacked_line_chart:", url_path="compare"),
     st.Page(VIEWS / "evaluation.py", title="Evaluation", icon=":material/balance:", url_path="evaluation"),
+    st.Page(VIEWS / "playground.py", title="Playground", icon=":material/chat:", url_path="playground"),
 ])
 page.run()

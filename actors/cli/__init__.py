@@ -9,7 +9,7 @@ import os
 import sys
 from pathlib import Path
 
-from actors.cli import corpus, data, evaluation, ops, training
+from actors.cli import corpus, data, evaluation, ops, serving, training
 from actors.cli.common import UserError, connect
 from actors.runtime import TOKEN_FILE_VARIABLE
 
@@ -41,7 +41,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"the token of the cluster at --ray-address (env {TOKEN_FILE_VARIABLE}, or the token itself "
                         "in RAY_AUTH_TOKEN); this home's own cluster needs none")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (corpus, data, training, evaluation, ops):
+    for group in (corpus, data, training, evaluation, serving, ops):
         group.add_commands(sub)
     return p
 

@@ -575,6 +575,8 @@ def test_the_synthesis_panel_reads_the_run_progress_once_per_draw(seeded, monkey
     monkeypatch.setattr(dt, "synth_progress", lambda run_id: reads.append(run_id) or read(run_id))
     open_page("synthesis")
     assert reads == [SYNTH_RUN]
+
+
 def test_a_continued_run_shows_its_parent_and_its_evaluation_against_the_previous_adapter(dash):
     """A run that continued another's adapter names its parent on the Training page; its evaluation shows both
     adapters per group of files (changed, unchanged) on the Evaluation page."""
@@ -596,3 +598,50 @@ def test_a_continued_run_shows_its_parent_and_its_evaluation_against_the_previou
     assert len(compared) == 2
     assert compared[0].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.25, 0.75]
     assert compared[1].set_index("metric").loc["rouge_l", ["previous", "continued"]].tolist() == [0.8, 0.78]
+
+
+# ---- the playground --------------------------------------------------------------------------------------------
+
+def test_playground_without_an_endpoint_says_how_to_serve(seeded):
+    at = open_page("playground")
+    assert any("doctune serve --run RUN --detach" in i.value for i in at.info), [i.value for i in at.info]
+
+
+@pytest.mark.slow
+def test_playground_streams_base_and_tuned_from_the_endpoint(seeded, dash):
+    """A real endpoint (Ray Serve, the tiny base and an adapter): a held-out example asked, both answers shown, each
+    what the endpoint answers any OpenAI client."""
+    import socket
+
+    from openai import OpenAI
+
+    from backend.base_models import resolve_model_path
+    from dashboard.common import client
+    from tests.tiny_adapters import random_adapter, trained_run
+
+    dt = client()
+    base = resolve_model_path("tiny", home=dash)
+    trained_run(dt.store, "train-play", random_adapter(base, 3, dash / "adapter-play"), project=PROJECT)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    served = dt.serve(["train-play"], port=port)
+    try:
+        at = open_page("playground")
+        assert served["url"] in at.caption[0].value
+        example = at.selectbox(key="playground-example")
+        held_out = example.options[1]
+        assert held_out.startswith("How do I call fn_") and int(held_out.split("fn_")[1].split()[0]) % 10 == 0
+        example.set_value(held_out).run()
+        assert at.text_area(key="playground-prompt").value == held_out
+        at.slider[0].set_value(32).run()
+        clean(at.button[0].click().run())
+        api = OpenAI(base_url=served["url"], api_key="none", max_retries=0)
+        expected = [api.chat.completions.create(model=m, messages=[{"role": "user", "content": held_out}],
+                                                max_tokens=32, temperature=0).choices[0].message.content
+                    for m in ("base", "train-play")]
+        assert [h.value for h in at.subheader] == ["Base", "Tuned (train-play)"]
+        shown = [m.value for m in at.markdown]
+        assert all(text in shown for text in expected if text), (expected, shown)
+    finally:
+        dt.stop_serving()
