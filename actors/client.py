@@ -183,8 +183,7 @@ class DocTune:
         run = self.store.run(run_id)
         if run is None or run["kind"] != "synth":
             raise ValueError(f"no synthesis run '{run_id}' (see `doctune runs`)")
-        stored = {k: v for k, v in run["config"].items() if k != "fingerprint"}
-        return run, SynthConfig.from_dict(stored, f"run {run_id}")
+        return run, SynthConfig.from_run(run)
 
     def retry_plan(self, run_id: str) -> dict:
         """What `retry_dead_letters(run_id)` would do, before it does it: `dead_letters` (how many), `reasons`
@@ -237,10 +236,11 @@ class DocTune:
         model has a price, so whether `cost_usd` means anything) and `budget_usd` (None: none set). Raises KeyError
         for an unknown run."""
         progress = self.store.synth_progress(run_id)
-        stored = {k: v for k, v in self.store.run(run_id)["config"].items() if k != "fingerprint"}
+        run = self.store.run(run_id)
         try:
-            cfg = SynthConfig.from_dict(stored, f"run {run_id}")
+            cfg = SynthConfig.from_run(run)
         except ConfigError:  # a run stored by an older version: its figures stand, its price is unknown
+            stored = run["config"]
             return progress | {"generator": stored.get("generator"), "model": stored.get("model"), "priced": False,
                                "budget_usd": None}
         return progress | {"generator": cfg.generator, "model": cfg.model_name(), "budget_usd": cfg.max_cost_usd,
@@ -547,8 +547,10 @@ class DocTune:
 
         return verify_serving(self, train_run, key=key, limit=limit)
 
-    def chat_stream(self, model: str, messages: list[dict], *, max_tokens: int = 256, key: str | None = None):
-        """The served `model`'s answer to `messages`, greedy, as text pieces while they are generated.
+    def chat_stream(self, model: str, messages: list[dict], *, max_tokens: int = 256, key: str | None = None,
+                    url: str | None = None):
+        """The served `model`'s answer to `messages`, greedy, as text pieces while they are generated; `url`: the
+        endpoint's (the caller's `serving()["url"]`), else it is looked up.
 
         Raises:
             ValueError: nothing is served (the message names the command that serves).
@@ -556,10 +558,12 @@ class DocTune:
         from backend.serve import KEY_VARIABLE
         from openai import OpenAI
 
-        live = self.serving()
-        if live is None:
-            raise ValueError("nothing is served: `doctune serve --run RUN --detach` starts the endpoint")
-        chat = OpenAI(base_url=live["url"], api_key=key or os.environ.get(KEY_VARIABLE) or "none", max_retries=0,
+        if url is None:
+            live = self.serving()
+            if live is None:
+                raise ValueError("nothing is served: `doctune serve --run RUN --detach` starts the endpoint")
+            url = live["url"]
+        chat = OpenAI(base_url=url, api_key=key or os.environ.get(KEY_VARIABLE) or "none", max_retries=0,
                       timeout=600)
         for chunk in chat.chat.completions.create(model=model, messages=messages, max_tokens=max_tokens,
                                                   temperature=0, stream=True):

@@ -262,6 +262,15 @@ def start_eval_run(client, adapter_run: str, cfg: EvalConfig, on_progress=None, 
     return runs.watch(handle, on_progress)
 
 
+def latest_completed_eval(store: StoreClient, train_run: str) -> dict | None:
+    """The newest completed evaluation of a training run's adapter (the whole run row: its config holds the
+    token limit and batch size a replay must reuse), or None. What `serve --verify` and `export-model` check
+    against."""
+    done = next((r for r in store.follow_up_runs(train_run) if r["kind"] == "eval"
+                 and r["status"] == RunStatus.COMPLETED.value), None)
+    return store.run(done["run_id"]) if done else None
+
+
 def _completed_train_run(store: StoreClient, run_id: str) -> dict:
     train = store.run(run_id)
     if train is None or train["kind"] != "train":

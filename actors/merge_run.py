@@ -111,8 +111,7 @@ class ExportModelRun:
         from transformers import AutoTokenizer  # torch: only in the process that merges
 
         from backend import bundle
-        from backend.adapter_files import RUN_CONFIG_FILE
-        from backend.train import merge_to_16bit
+        from backend.train import base_of, merge_to_16bit
 
         train_run, adapter = self.train["run_id"], Path(self.train["summary"]["adapter"])
         with runs.recorded(self.store, self.run_id, {"run_id": train_run, "export_run": self.run_id,
@@ -125,7 +124,7 @@ class ExportModelRun:
             merged = merge_to_16bit(adapter, None, out / "merged", dtype=self.dtype)
             bundle.copy_adapter(adapter, out / "adapter")
             gguf = convert_to_gguf(merged, out / "gguf", **self.gguf) if self.gguf else []
-            base = Path(json.loads((adapter / RUN_CONFIG_FILE).read_text())["base_model_path"])
+            base = base_of(adapter)
             model_cfg = self.train["config"]["train"]
             architecture = json.loads((merged / "config.json").read_text())["architectures"][0]
             rendered = AutoTokenizer.from_pretrained(merged, local_files_only=True).apply_chat_template(
@@ -171,13 +170,14 @@ def latest_evaluation(client, train_run: str) -> dict:
     """What verification replays: the training run's latest completed evaluation, with its token limit and batch
     size (so greedy text is identical), or {"skipped": why} when it has none."""
     from backend.eval_config import EvalConfig
+    from actors.eval_run import latest_completed_eval
 
-    done = [r for r in client.store.follow_up_runs(train_run) if r["kind"] == "eval" and r["status"] == "completed"]
-    if not done:
+    evaluation = latest_completed_eval(client.store, train_run)
+    if evaluation is None:
         return {"skipped": f"run {train_run} has no completed evaluation to compare with; run `doctune eval "
                            f"{train_run}` first"}
-    config = client.store.run(done[0]["run_id"])["config"]
-    return {"run_id": done[0]["run_id"], "max_new_tokens": config["max_new_tokens"],
+    config = evaluation["config"]
+    return {"run_id": evaluation["run_id"], "max_new_tokens": config["max_new_tokens"],
             # evaluations stored before their batch size was recorded used the default
             "batch_size": config.get("batch_size", EvalConfig().batch_size)}
 

@@ -288,12 +288,7 @@ def print_eval(d: dict) -> None:
         f" ({d['error']})" if d.get("error") else ""))
     for name, data in d["sets"].items():
         print(f"  {name} ({data['n']} prompts; {SET_MEANING.get(name, 'a held-out split')})")
-        print(f"    {'metric':<18} {'base':>8} {'tuned':>8} {'delta':>8}  95% interval     n")
-        for m, v in data["metrics"].items():
-            if v["n"]:
-                print(f"    {m:<18} {v['base']:>8.4f} {v['tuned']:>8.4f} {v['delta']:>+8.4f}  "
-                      f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] {v['n']:>4}"
-                      + ("  (lower is better)" if v.get("better") == "lower" else ""))
+        _print_metric_table(data["metrics"], "base", "tuned")
     judge = d.get("judge") or {}
     if judge.get("skipped"):
         print(f"  judge: skipped — {judge['skipped']}")
@@ -302,6 +297,17 @@ def print_eval(d: dict) -> None:
               f"win rate {w['win_rate']:.3f} [{w['ci'][0]:.3f}, {w['ci'][1]:.3f}]")
     if d.get("against"):
         _print_against(d["against"])
+
+
+def _print_metric_table(metrics: dict, a: str, b: str) -> None:
+    """Each metric with a figure: side `a`, side `b` (each column at least 8 wide), delta, 95% interval, n."""
+    wa, wb = max(8, len(a)), max(8, len(b))
+    print(f"    {'metric':<18} {a:>{wa}} {b:>{wb}} {'delta':>8}  95% interval     n")
+    for m, v in metrics.items():
+        if v["n"]:
+            print(f"    {m:<18} {v[a]:>{wa}.4f} {v[b]:>{wb}.4f} {v['delta']:>+8.4f}  "
+                  f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] {v['n']:>4}"
+                  + ("  (lower is better)" if v.get("better") == "lower" else ""))
 
 
 def _print_against(a: dict) -> None:
@@ -314,12 +320,7 @@ def _print_against(a: dict) -> None:
         g = a["groups"][group]
         sets = ", ".join(f"{n} {s}" for s, n in g["sets"].items()) or "none"
         print(f"  {group} files ({g['n']} prompts: {sets}; {meaning})")
-        print(f"    {'metric':<18} {'previous':>8} {'continued':>9} {'delta':>8}  95% interval     n")
-        for m, v in g["metrics"].items():
-            if v["n"]:
-                print(f"    {m:<18} {v['previous']:>8.4f} {v['continued']:>9.4f} {v['delta']:>+8.4f}  "
-                      f"[{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}] {v['n']:>4}"
-                      + ("  (lower is better)" if v.get("better") == "lower" else ""))
+        _print_metric_table(g["metrics"], "previous", "continued")
 
 
 def print_eval_matrix(d: dict) -> None:

@@ -155,8 +155,7 @@ def _synth_config(store: StoreClient, source_runs: list[str]) -> SynthConfig:
     for run_id in reversed(source_runs):
         run = store.run(run_id)
         if run and run["kind"] == "synth":
-            return SynthConfig.from_dict({k: v for k, v in run["config"].items() if k != "fingerprint"},
-                                         f"run {run_id}")
+            return SynthConfig.from_run(run)
     return SynthConfig()
 
 

@@ -178,14 +178,14 @@ def latest_eval(client, train_run: str) -> dict:
     Raises:
         ValueError: none yet (the message says how to make one).
     """
+    from actors.eval_run import latest_completed_eval
+
     train = client.store.run(train_run)
     if train is None or train["kind"] != "train":
         raise ValueError(f"no training run '{train_run}' (see `doctune runs`)")
-    for row in client.store.runs(train["project"], 1000):  # newest first
-        if row["kind"] == "eval" and row["status"] == RunStatus.COMPLETED.value:
-            full = client.store.run(row["run_id"])
-            if full["config"].get("adapter_run") == train_run:
-                return full
+    evaluation = latest_completed_eval(client.store, train_run)
+    if evaluation is not None:
+        return evaluation
     raise ValueError(f"run {train_run} has no completed evaluation to verify against: `doctune eval --run {train_run}`")
 
 

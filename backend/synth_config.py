@@ -105,6 +105,15 @@ class SynthConfig(Config):
             return {"input": 0.0, "output": 0.0}
         return self.endpoint.price()
 
+    @classmethod
+    def from_run(cls, run: dict) -> "SynthConfig":
+        """The config a synthesis run (a `runs` row) was stored with; its `fingerprint` is derived, so left out.
+
+        Raises:
+            ConfigError: the stored config is not valid here (a run stored by an older version).
+        """
+        return cls.from_dict({k: v for k, v in run["config"].items() if k != "fingerprint"}, f"run {run['run_id']}")
+
     def model_name(self) -> str:
         return "heuristic" if self.generator == "heuristic" else self.endpoint.model
 

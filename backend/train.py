@@ -664,7 +664,8 @@ def generation_config_with_end_of_turn(model, tokenizer):
     return config
 
 
-def _base_of(adapter_dir: Path) -> Path:
+def base_of(adapter_dir: Path) -> Path:
+    """The base model folder an adapter was trained on (its run record's `base_model_path`)."""
     record = json.loads((Path(adapter_dir) / RUN_CONFIG_FILE).read_text())
     return Path(record["base_model_path"])
 
@@ -679,7 +680,7 @@ def merge_to_16bit(adapter_dir: Path, base: str | Path | None, out: Path, dtype:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    base_path = _base_of(adapter_dir) if base is None else resolve_model_path(str(base))
+    base_path = base_of(adapter_dir) if base is None else resolve_model_path(str(base))
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=TORCH_DTYPES[dtype], local_files_only=True)
     merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_dir)

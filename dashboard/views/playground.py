@@ -15,7 +15,7 @@ def use_example() -> None:
         st.session_state[PROMPT] = st.session_state["playground-example"]
 
 
-def answer(column, title: str, model: str, prompt: str, max_tokens: int | None) -> None:
+def answer(column, title: str, url: str, model: str, prompt: str, max_tokens: int | None) -> None:
     """Stream the model's answer into its column (`max_tokens` None: show the answer kept from the last ask)."""
     kept = st.session_state.setdefault("playground-answers", {})
     with column:
@@ -25,7 +25,7 @@ def answer(column, title: str, model: str, prompt: str, max_tokens: int | None) 
         else:
             with failures_shown(f"asking {model}"):
                 kept[model] = st.write_stream(dt.chat_stream(model, [{"role": "user", "content": prompt}],
-                                                             max_tokens=max_tokens))
+                                                             max_tokens=max_tokens, url=url))
         if model in kept and not kept[model]:
             st.caption("(an empty answer: the model ended its turn at once)")
 
@@ -55,9 +55,9 @@ def playground() -> None:
         asked = False
     if asked or st.session_state.get("playground-answers"):  # a rerun (a slider moved) keeps the last answers
         left, right = st.columns(2)
-        answer(left, "Base", "base", prompt, max_tokens if asked else None)
+        answer(left, "Base", served["url"], "base", prompt, max_tokens if asked else None)
         if model:
-            answer(right, f"Tuned ({model})", model, prompt, max_tokens if asked else None)
+            answer(right, f"Tuned ({model})", served["url"], model, prompt, max_tokens if asked else None)
 
 
 playground()

@@ -194,15 +194,19 @@ def fixed_answer_rows(n: int = 32) -> list[dict]:
              "messages": None} for i in range(n)]
 
 
-@pytest.fixture(scope="module")
-def tuned(tmp_path_factory, tiny):
+def train_fixed_answer(base: Path, run_dir: Path) -> Path:
+    """The adapter of `base` trained on rows with one fixed answer (30 steps, constant lr 1e-2)."""
     cfg = load_preset("tiny")
     cfg = replace(cfg, training=replace(cfg.training, learning_rate=1e-2, max_steps=30, save_steps=30,
                                         lr_scheduler_type="constant"))
-    result = train_adapter(cfg, fixed_answer_rows(), [], tmp_path_factory.mktemp("run"), sink=RecordingSink(),
-                           base_model_path=tiny)
+    result = train_adapter(cfg, fixed_answer_rows(), [], run_dir, sink=RecordingSink(), base_model_path=base)
     assert result.status == "completed"
-    return load_for_eval(result.adapter_dir)  # the base from the adapter's record
+    return result.adapter_dir
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, tiny):
+    return load_for_eval(train_fixed_answer(tiny, tmp_path_factory.mktemp("run")))  # the base from its record
 
 
 @pytest.mark.slow

@@ -9,7 +9,6 @@ stops only there, as Qwen2.5-3B's does.
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,10 +17,8 @@ from backend.base_models import ensure_smol_model
 from backend.chat import end_of_turn_id, prompt_messages, stop_token_ids
 from backend.generate import generate, load_for_eval
 from backend.tiny_model import ensure_tiny_model
-from backend.train import merge_to_16bit, train_adapter
-from backend.train_config import load_preset
-from tests.backend.test_generate import ANSWER, fixed_answer_rows, random_adapter
-from tests.backend.test_train import RecordingSink
+from backend.train import merge_to_16bit
+from tests.backend.test_generate import ANSWER, fixed_answer_rows, random_adapter, train_fixed_answer
 
 IM_END, ENDOFTEXT = "<|im_end|>", "<|endoftext|>"
 
@@ -71,13 +68,7 @@ def test_a_merged_qwen_base_stops_at_the_end_of_turn(qwen_base_like, tmp_path):
 @pytest.fixture(scope="module")
 def tuned_qwen_base(tmp_path_factory, qwen_base_like):
     """The Qwen-base-like model trained on rows with one fixed answer (30 steps)."""
-    cfg = load_preset("tiny")
-    cfg = replace(cfg, training=replace(cfg.training, learning_rate=1e-2, max_steps=30, save_steps=30,
-                                        lr_scheduler_type="constant"))
-    result = train_adapter(cfg, fixed_answer_rows(), [], tmp_path_factory.mktemp("run"), sink=RecordingSink(),
-                           base_model_path=qwen_base_like)
-    assert result.status == "completed"
-    return result.adapter_dir
+    return train_fixed_answer(qwen_base_like, tmp_path_factory.mktemp("run"))
 
 
 @pytest.mark.slow
